@@ -1,0 +1,54 @@
+# The two commands a newcomer needs: `make verify` and `make test`. Every target bootstraps what it needs and is
+# idempotent: a second run changes nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+HOST ?= 127.0.0.1
+PORT ?= 8080
+EVIDENCE_DIR ?= evidence
+export MOCKS_DISABLED ?= 1
+export DEV ?= CPU
+
+.PHONY: setup system-deps datasets serve verify test bench lint clean help
+
+help:
+	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite"
+	@echo "make test    the whole test suite through tox (server, trainer, conformance, ruff, mypy)"
+	@echo "make setup   .venv with both packages, clang, Fashion-MNIST imported and verified"
+	@echo "make serve   the reference server on $(HOST):$(PORT), evidence under ./$(EVIDENCE_DIR)"
+	@echo "make bench   the benchmarks"
+
+setup: system-deps $(STAMP) datasets
+
+# clang: tinygrad's CPU backend compiles with it. dataset-fashion-mnist: the real data, offline.
+system-deps:
+	@bash scripts/system-deps.sh
+
+$(STAMP): pyproject.toml conformance/pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./conformance
+	@touch $@
+
+datasets: $(STAMP)
+	@$(BIN)/trainer-datasets import-known
+
+serve: setup
+	$(BIN)/python -m reference_server --host $(HOST) --port $(PORT) --evidence-dir $(EVIDENCE_DIR)
+
+verify: setup
+	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
+
+test: setup
+	@$(BIN)/tox run -e lint,type,conformance,py
+
+bench: setup
+	@$(BIN)/python -m benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+clean:
+	rm -rf .tox build dist *.egg-info conformance/build .pytest_cache .mypy_cache .ruff_cache
