@@ -1,0 +1,64 @@
+"""Atomic writes into the cache: a reader never sees half a file (temp file in the same dir, fsync, rename)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+
+def fsync_dir(directory: Path) -> None:
+    """Persist a rename: fsync the directory entry (a no-op where the platform cannot)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def publish(tmp: Path, dest: Path) -> None:
+    """Move a complete, fsynced temp file into place in one step."""
+    tmp.replace(dest)
+    fsync_dir(dest.parent)
+
+
+def temp_file(directory: Path, stem: str) -> Path:
+    """A new empty temp file in `directory` (same filesystem as its destination, so the rename is atomic)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
+    os.close(fd)
+    # mkstemp makes 0600 files; cached datasets are shared read-only data (the server and runs read them).
+    path = Path(name)
+    path.chmod(0o644)
+    return path
+
+
+def write_atomic(dest: Path, data: bytes) -> None:
+    """Replace `dest` with `data` atomically."""
+    tmp = temp_file(dest.parent, dest.name)
+    try:
+        with tmp.open("wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        publish(tmp, dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def copy_atomic_tmp(src: Path, directory: Path) -> Path:
+    """Copy `src` into a fsynced temp file in `directory`; the caller verifies it, then publishes or deletes it."""
+    tmp = temp_file(directory, src.name)
+    try:
+        with src.open("rb") as fin, tmp.open("wb") as fout:
+            while chunk := fin.read(1 << 20):
+                fout.write(chunk)
+            fout.flush()
+            os.fsync(fout.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return tmp

@@ -1,0 +1,89 @@
+"""Hashing one file against its manifest entry: the archive hash, else the decompressed payload hash."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from .manifest import FileSpec
+
+_CHUNK = 1 << 20
+GZIP_MAGIC = b"\x1f\x8b"
+Matched = Literal["archive", "payload"]
+
+
+@dataclass(frozen=True)
+class FileVerification:
+    """The outcome of hashing one file: `matched` is None when neither hash matched (`reason` says why)."""
+
+    sha256: str
+    bytes: int
+    matched: Matched | None
+    payload_sha256: str | None
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the file is an accepted copy of its manifest entry."""
+        return self.matched is not None
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of a file, streamed."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def _payload_sha256(path: Path) -> tuple[str | None, str | None]:
+    """(sha256 of the gunzipped content, None) or (None, why it could not be decompressed)."""
+    digest = hashlib.sha256()
+    try:
+        with gzip.open(path, "rb") as fh:
+            while chunk := fh.read(_CHUNK):
+                digest.update(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        return None, f"not a complete gzip stream ({exc})"
+    return digest.hexdigest(), None
+
+
+def describe_content(path: Path) -> str:
+    """A hint about what a rejected file holds, e.g. an HTML error page served with status 200."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        return ""
+    if b"<html" in head.lower() or b"<!doctype" in head.lower():
+        return "; it looks like an HTML page"
+    return ""
+
+
+def verify_file(path: Path, spec: FileSpec) -> FileVerification:
+    """Accept a file whose archive hash matches, or (single-file gzip or the raw payload) whose payload hash does."""
+    sha, size = sha256_file(path)
+    if sha == spec.sha256 and size == spec.bytes:
+        return FileVerification(sha, size, "archive", spec.payload_sha256)
+    expected = f"expected sha256 {spec.sha256} ({spec.bytes} bytes)"
+    if spec.payload_sha256 is None:
+        reason = f"sha256 {sha} ({size} bytes), {expected}{describe_content(path)}"
+        return FileVerification(sha, size, None, None, reason)
+    with path.open("rb") as fh:
+        is_gzip = fh.read(2) == GZIP_MAGIC
+    payload, why = _payload_sha256(path) if is_gzip else (sha, None)
+    if payload == spec.payload_sha256:
+        return FileVerification(sha, size, "payload", payload)
+    got = f"payload sha256 {payload}" if payload else why
+    reason = (
+        f"sha256 {sha} ({size} bytes), {got}; {expected} or payload sha256 {spec.payload_sha256}"
+        f"{describe_content(path)}"
+    )
+    return FileVerification(sha, size, None, payload, reason)
