@@ -1,0 +1,50 @@
+"""The progress protocol: one JSON object per line on stdout, flushed per line (see the README).
+
+Exit codes and the terminal events live here so the process and its readers agree on one table.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, TextIO
+
+#: Exit codes, one per terminal event.
+EXIT_FINISHED = 0
+EXIT_FAILED = 1
+EXIT_INVALID_SPEC = 2
+EXIT_CANCELLED = 3
+
+
+def tinygrad_version() -> str:
+    """The installed tinygrad's version, as reported in `started`, `device` and checkpoint metadata."""
+    try:
+        return version("tinygrad")
+    except PackageNotFoundError:  # importable without its metadata (vendored): still say which code ran
+        return "unknown"
+
+
+def utc_now() -> str:
+    """RFC 3339 UTC with a `Z`, millisecond precision."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class EventWriter:
+    """Writes protocol events to one text stream; every event carries `event` first and a `time`."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self.terminal: str | None = None
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one event line and flush it; returns the object written."""
+        if self.terminal is not None:
+            raise RuntimeError(f"event {event!r} after the terminal event {self.terminal!r}")
+        record = {"event": event, **fields, "time": utc_now()}
+        # allow_nan=False: a NaN would make the line invalid JSON for every reader; callers check finiteness.
+        self._stream.write(json.dumps(record, allow_nan=False) + "\n")
+        self._stream.flush()
+        if event in ("finished", "failed", "cancelled"):
+            self.terminal = event
+        return record

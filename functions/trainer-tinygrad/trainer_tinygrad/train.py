@@ -1,0 +1,248 @@
+"""The training loop: a TinyJit step over host-sampled batches, evaluation and checkpoints at fixed steps.
+
+Batches are drawn on the host with a numpy Generator seeded by (seed, step) and copied into fixed input buffers:
+faster here than gathering on the device, and a resumed run draws exactly the batches the uninterrupted run would
+have drawn. Values are read back to the host only at log and checkpoint steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tinygrad import Device, Tensor, TinyJit, dtypes, nn
+from tinygrad.device import Buffer
+from tinygrad.helpers import CACHEDB, Context
+from tinygrad.nn.optim import Optimizer
+from tinygrad.nn.state import get_state_dict
+
+from trainer_tinygrad import checkpoints
+from trainer_tinygrad.models import Model, architecture, build_model, preprocess
+from trainer_tinygrad.protocol import EventWriter, tinygrad_version
+
+log = logging.getLogger(__name__)
+
+#: Images per evaluation batch: one compiled shape for every checkpoint; the last batch is padded and masked.
+EVAL_BATCH = 1000
+
+
+class TrainingDiverged(Exception):
+    """The loss stopped being a finite number: nothing after it would mean anything."""
+
+    code = "diverged"
+
+
+class Data(Protocol):
+    """What a run trains and evaluates on (uint8 NCHW images, uint8 labels): `datasets.Dataset` fits it."""
+
+    @property
+    def x_train(self) -> np.ndarray: ...
+    @property
+    def y_train(self) -> np.ndarray: ...
+    @property
+    def x_test(self) -> np.ndarray: ...
+    @property
+    def y_test(self) -> np.ndarray: ...
+    @property
+    def num_classes(self) -> int: ...
+    @property
+    def provenance(self) -> Mapping[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Mean cross-entropy and accuracy over the first `samples` test images."""
+
+    loss: float
+    accuracy: float
+    samples: int
+
+
+def copy_into(t: Tensor, array: np.ndarray) -> None:
+    """Overwrite a realized tensor's buffer with host data: no new tensor, so a captured TinyJit keeps its inputs."""
+    buf = t.uop.buffer
+    assert isinstance(buf, Buffer), "input buffers live on one device"
+    host = np.ascontiguousarray(array, dtype=np.float32 if t.dtype == dtypes.float32 else np.int32)
+    buf.ensure_allocated().copy_from(Buffer("PYTHON", buf.size, buf.dtype, opaque=host.data.cast("B")))
+
+
+def input_buffers(batch: int, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
+    """A float32 image buffer and an int32 label buffer, realized on the default device."""
+    x = Tensor.zeros(batch, *shape).contiguous().realize()
+    y = Tensor.zeros(batch, dtype=dtypes.int32).contiguous().realize()
+    return x, y
+
+
+class Evaluator:
+    """Batched, JIT-compiled evaluation in inference mode (BatchNorm uses its running statistics)."""
+
+    def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray) -> None:
+        self.model, self.images, self.labels = model, images, labels.astype(np.int32)
+        self.batch = min(EVAL_BATCH, len(images))
+        self.x, self.y = input_buffers(self.batch, tuple(images.shape[1:]))
+        self._forward = TinyJit(self._batch_forward)
+
+    def _batch_forward(self) -> tuple[Tensor, Tensor]:
+        logits = self.model(self.x)
+        losses = logits.sparse_categorical_crossentropy(self.y, reduction="none")
+        return losses.realize(), logits.argmax(-1).realize()
+
+    def __call__(self) -> Evaluation:
+        """Evaluate the model as it is now."""
+        total, correct, n = 0.0, 0, len(self.images)
+        for start in range(0, n, self.batch):
+            images, labels = self.images[start : start + self.batch], self.labels[start : start + self.batch]
+            k = len(images)
+            if k < self.batch:  # pad to the compiled shape; the padding is cut off below
+                images = np.concatenate([images, np.zeros((self.batch - k, *images.shape[1:]), images.dtype)])
+                labels = np.concatenate([labels, np.zeros(self.batch - k, labels.dtype)])
+            copy_into(self.x, preprocess(images))
+            copy_into(self.y, labels)
+            losses, predicted = self._forward()
+            total += float(losses.numpy()[:k].astype(np.float64).sum())
+            correct += int((predicted.numpy()[:k] == labels[:k]).sum())
+        return Evaluation(loss=total / n, accuracy=correct / n, samples=n)
+
+
+def initial_model(config: Mapping[str, Any], shape: tuple[int, ...], classes: int) -> Model:
+    """The model a run starts from: tinygrad's generator seeded with the run's seed, then the layers built.
+
+    Realized here, on its own: left lazy, the random init would be fused into the first step's kernels, where the
+    compiler may round it differently, and "the initial weights" would not be one set of bits.
+    """
+    Tensor.manual_seed(int(config["seed"]))
+    model = build_model(config["model"], shape, classes)
+    Tensor.realize(*get_state_dict(model).values())
+    return model
+
+
+def build_optimizer(config: Mapping[str, Any], model: Model) -> Optimizer:
+    """Adam or SGD with momentum over the model's state; BatchNorm statistics ride along as buffers to realize."""
+    tensors = list(get_state_dict(model).values())
+    if config["optimizer"] == "adam":
+        return nn.optim.Adam(tensors, lr=config["learning_rate"], fused=False)
+    return nn.optim.SGD(tensors, lr=config["learning_rate"], momentum=config.get("momentum") or 0.0, fused=False)
+
+
+def train(
+    config: Mapping[str, Any],
+    data: Data,
+    out_dir: Path,
+    events: EventWriter,
+    should_stop: Callable[[], bool],
+    *,
+    run_id: str,
+    resume: Path | None = None,
+) -> str:
+    """Run (or continue) the training `config` describes; returns the terminal event emitted.
+
+    Emits `started`, `metric` and `checkpoint` events, then `finished`, or `cancelled` when `should_stop()` turns true
+    (checked after each whole step, so no step or checkpoint is left half-done). Errors propagate to the caller.
+    """
+    total_steps, batch_size, seed = int(config["steps"]), int(config["batch_size"]), int(config["seed"])
+    log_every, checkpoint_every = int(config["log_every"]), int(config["checkpoint_every"])
+    shape = tuple(int(d) for d in data.x_train.shape[1:])
+    model = initial_model(config, shape, data.num_classes)
+    optimizer = build_optimizer(config, model)
+    start_step = 0
+    if resume is not None:
+        start_step = _restore(config, model, optimizer, resume)
+    eval_samples = len(data.x_test) if config.get("eval_samples") is None else int(config["eval_samples"])
+    evaluator = Evaluator(model, data.x_test[:eval_samples], data.y_test[:eval_samples])
+    x, y = input_buffers(batch_size, shape)
+    arch = architecture(model, config["model"], shape, data.num_classes)
+    dataset_sha256 = {f["name"]: f.get("payload_sha256") or f["sha256"] for f in data.provenance["files"]}
+
+    @TinyJit
+    def step() -> tuple[Tensor, Tensor]:
+        with Context(TRAINING=1):  # around the forward too, or BatchNorm would use its running statistics
+            optimizer.zero_grad()
+            logits = model(x)
+            loss = logits.sparse_categorical_crossentropy(y).backward()
+            accuracy = (logits.argmax(-1) == y).float().mean()
+            return loss.realize(accuracy, *optimizer.schedule_step()), accuracy
+
+    events.emit(
+        "started",
+        device=Device.DEFAULT,
+        tinygrad_version=tinygrad_version(),
+        model=config["model"],
+        dataset=config["dataset"],
+        total_steps=total_steps,
+        start_step=start_step,
+        parameters=sum(math.prod(int(d) for d in p.shape) for p in optimizer.params),
+        provenance=dict(data.provenance),
+        run_id=run_id,
+        batch_size=batch_size,
+        eval_samples=eval_samples,
+        kernel_cache=CACHEDB,
+    )
+    done = start_step
+    window_start, window_step = time.perf_counter(), done
+    while done < total_steps and not should_stop():
+        n = done + 1
+        index = np.random.default_rng((seed, n)).integers(0, len(data.x_train), batch_size)
+        copy_into(x, preprocess(data.x_train[index]))
+        copy_into(y, data.y_train[index])
+        loss, accuracy = step()
+        done = n
+        if n == start_step + 1:
+            log.info("first step (compiles the kernels) took %.1f s", time.perf_counter() - window_start)
+        if n % log_every == 0 or n == total_steps:
+            loss_value, now = loss.item(), time.perf_counter()
+            if not math.isfinite(loss_value):
+                raise TrainingDiverged(f"the training loss is {loss_value} at step {n}; try a lower learning_rate")
+            events.emit(
+                "metric",
+                step=n,
+                epoch=n * batch_size / len(data.x_train),
+                loss=loss_value,
+                accuracy=accuracy.item(),
+                learning_rate=float(config["learning_rate"]),
+                samples_per_second=(n - window_step) * batch_size / max(now - window_start, 1e-9),
+            )
+            window_start, window_step = now, n
+        if n % checkpoint_every == 0 or n == total_steps:
+            result = evaluator()
+            if not math.isfinite(result.loss):
+                raise TrainingDiverged(f"the evaluation loss is {result.loss} at step {n}; try a lower learning_rate")
+            meta = checkpoints.metadata(
+                step=n, config=config, run_id=run_id, dataset_sha256=dataset_sha256, architecture=arch
+            )
+            name = checkpoints.checkpoint_name(n)
+            written = checkpoints.write(out_dir / name, checkpoints.named_state(model, optimizer), meta)
+            events.emit(
+                "checkpoint",
+                step=n,
+                eval_loss=result.loss,
+                eval_accuracy=result.accuracy,
+                eval_samples=result.samples,
+                name=name,
+                path=str(written.path),
+                sha256=written.sha256,
+                bytes=written.bytes,
+            )
+            window_start, window_step = time.perf_counter(), n  # evaluation time is not training throughput
+    if done < total_steps:
+        events.emit("cancelled", step=done)
+        return "cancelled"
+    events.emit("finished", step=done)
+    return "finished"
+
+
+def _restore(config: Mapping[str, Any], model: Model, optimizer: Optimizer, path: Path) -> int:
+    arrays, meta = checkpoints.read(path)
+    for key in ("model", "dataset"):
+        if meta.get(key) != config[key]:
+            raise checkpoints.CheckpointError(
+                f"{path.name} is a {key} {meta.get(key)!r} checkpoint; the spec asks for {config[key]!r}"
+            )
+    checkpoints.restore(model, optimizer, arrays)
+    log.info("resumed from %s at step %s", path, meta["step"])
+    return int(meta["step"])
