@@ -1,0 +1,24 @@
+"""trainer-tinygrad reference server: training runs over REST and Server-Sent Events, with evidence per run.
+
+Never imports tinygrad: training happens in `python -m trainer_tinygrad train` child processes.
+"""
+
+from .app import Service
+from .errors import ApiError
+from .evidence import EvidenceStore
+from .provenance import SERVICE_VERSION as __version__
+from .runs import TRANSITIONS, RunManager, RunStatus
+from .schemas import Contract
+from .settings import Settings
+
+__all__ = [
+    "TRANSITIONS",
+    "ApiError",
+    "Contract",
+    "EvidenceStore",
+    "RunManager",
+    "RunStatus",
+    "Service",
+    "Settings",
+    "__version__",
+]

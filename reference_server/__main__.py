@@ -1,0 +1,105 @@
+"""`python -m reference_server --host H --port P --evidence-dir DIR [--data-dir DIR] [--max-concurrent-runs N]`.
+
+Refuses to start unless MOCKS_DISABLED is "1" (it is set to "1" when absent): this service has no mock paths, and
+a deployment that asks for any other value has misunderstood what it is running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from tornado.httpserver import HTTPServer
+from tornado.netutil import bind_sockets
+
+from .app import Service
+from .evidence import EvidenceError
+from .provenance import ServiceProvenance
+from .settings import ConfigError, load
+
+log = logging.getLogger("reference_server")
+
+#: Bodies are limited by the handlers (413, default 64 KiB); this bounds what Tornado reads before they see it.
+_CONNECTION_BODY_LIMIT = 8 << 20
+#: A client has this long to send its request headers (also the keep-alive idle limit) and then its body.
+_HEADER_TIMEOUT_S = 60.0
+_BODY_TIMEOUT_S = 60.0
+
+
+def check_mocks_disabled(env: dict[str, str] | os._Environ[str]) -> str | None:
+    """Set MOCKS_DISABLED=1 when absent; the refusal message when it holds anything else."""
+    value = env.setdefault("MOCKS_DISABLED", "1")
+    if value != "1":
+        return f"MOCKS_DISABLED={value!r}: this service has no mocks and only runs with MOCKS_DISABLED=1 (or unset)"
+    return None
+
+
+async def serve(argv: Sequence[str] | None = None) -> int:
+    """Run the server until SIGINT or SIGTERM; the exit status."""
+    settings = load(argv)
+    identity = ServiceProvenance.detect()
+    service = Service.build(settings, identity)
+    try:
+        interrupted = service.start()
+    except EvidenceError as exc:
+        print(f"reference_server: {exc}", file=sys.stderr)
+        return 2
+    if interrupted:
+        log.warning(
+            "%d run(s) were active when the server last stopped; now interrupted: %s",
+            len(interrupted),
+            ", ".join(interrupted),
+        )
+    server = HTTPServer(
+        service.application(),
+        max_body_size=_CONNECTION_BODY_LIMIT,
+        idle_connection_timeout=_HEADER_TIMEOUT_S,
+        body_timeout=_BODY_TIMEOUT_S,
+    )
+    bound = bind_sockets(settings.port, settings.host)
+    server.add_sockets(bound)
+    host, port = bound[0].getsockname()[:2]
+    log.info(
+        "reference_server %s (commit %s) listening on http://%s:%d evidence=%s data=%s",
+        identity.versions["service"],
+        identity.commit,
+        host if ":" not in host else f"[{host}]",
+        port,
+        settings.evidence_dir,
+        service.catalog.root,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stopping: ending active runs as interrupted")
+    server.stop()
+    await service.stop()
+    await server.close_all_connections()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console entry point (`trainer-server`)."""
+    logging.basicConfig(
+        level=os.environ.get("TRAINER_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    refusal = check_mocks_disabled(os.environ)
+    if refusal:
+        print(f"reference_server: {refusal}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(serve(argv))
+    except (ConfigError, ValueError) as exc:
+        print(f"reference_server: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,43 @@
+"""HTTP handlers: thin; they parse, delegate and answer. Dependencies come from the route table in app.py."""
+
+from .base import BaseHandler, NotFoundHandler, Policy
+from .runs import (
+    CancelHandler,
+    CheckpointFileHandler,
+    CheckpointsHandler,
+    EvidenceFileHandler,
+    EvidenceHandler,
+    RunHandler,
+    RunMetricsHandler,
+    RunsHandler,
+)
+from .service import (
+    DatasetFileHandler,
+    DatasetsHandler,
+    HealthHandler,
+    MetricsHandler,
+    OpenApiHandler,
+    ReadyHandler,
+)
+from .stream import EventStreamHandler
+
+__all__ = [
+    "BaseHandler",
+    "CancelHandler",
+    "CheckpointFileHandler",
+    "CheckpointsHandler",
+    "DatasetFileHandler",
+    "DatasetsHandler",
+    "EventStreamHandler",
+    "EvidenceFileHandler",
+    "EvidenceHandler",
+    "HealthHandler",
+    "MetricsHandler",
+    "NotFoundHandler",
+    "OpenApiHandler",
+    "Policy",
+    "ReadyHandler",
+    "RunHandler",
+    "RunMetricsHandler",
+    "RunsHandler",
+]

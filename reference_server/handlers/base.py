@@ -1,0 +1,243 @@
+"""The one base handler: contract headers, JSON in and out, access control, and one `write_error` that turns
+every failure into RFC 9457 problem+json."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import re
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tornado.web import HTTPError, RequestHandler
+
+from ..errors import (
+    BY_STATUS,
+    ApiError,
+    Forbidden,
+    InvalidJson,
+    InvalidParameter,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Unauthorized,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from ..schemas import Contract, field_errors
+
+log = logging.getLogger("reference_server.http")
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
+JSON_TYPE = "application/json; charset=utf-8"
+PROBLEM_TYPE = "application/problem+json; charset=utf-8"
+_CHUNK = 64 * 1024
+_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HANDLED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What every request is held to: identity headers, body limit, optional bearer token."""
+
+    commit: str
+    max_body_bytes: int = 64 * 1024
+    api_token: str | None = None
+    protect_reads: bool = False
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class BaseHandler(RequestHandler):
+    """Every handler's parent. Subclasses get `policy` from the application and add their own dependencies
+    through `initialize(**kwargs)` from the route table.
+
+    Bodies are read whole before `prepare` (Tornado's connection limit is far above ours), so every refusal,
+    413 included, is answered on an intact connection; a body past the connection limit gets Tornado's 400."""
+
+    #: Reachable without a token even when reads are protected (health probes, metrics, the API document).
+    public = False
+
+    @property
+    def policy(self) -> Policy:
+        """The application's request policy."""
+        policy: Policy = self.application.settings["policy"]
+        return policy
+
+    @property
+    def request_id(self) -> str:
+        """The client's X-Request-ID when well-formed, else a new one (stable for the request)."""
+        rid: str | None = getattr(self, "_request_id", None)
+        if rid is None:
+            given = self.request.headers.get("X-Request-ID", "")
+            rid = given if REQUEST_ID.match(given) else "req-" + secrets.token_hex(12)
+            self._request_id = rid
+        return rid
+
+    def set_default_headers(self) -> None:
+        """The headers every response carries (schemas/headers.json `all`), plus no-store."""
+        self.set_header("X-Request-ID", self.request_id)
+        self.set_header("X-Phase", "stage1")
+        self.set_header("X-Mocks", "false")
+        self.set_header("X-Commit-SHA", self.policy.commit)
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "no-store")
+        self.clear_header("Server")
+
+    def compute_etag(self) -> str | None:
+        """No ETags: every JSON answer is no-store, and a file's digest is in its own headers."""
+        return None
+
+    async def prepare(self) -> None:
+        """Method, access control and body size, before any handler method runs."""
+        if self.request.method not in self.SUPPORTED_METHODS or not self._implements(self.request.method):
+            raise MethodNotAllowed(
+                f"{self.request.method} is not allowed on {self.request.path}; allowed: {', '.join(self._allowed())}",
+                headers={"Allow": ", ".join(self._allowed())},
+            )
+        self._authorize()
+        size = len(self.request.body)
+        if size > self.policy.max_body_bytes:
+            raise PayloadTooLarge(f"request body of {size} bytes is over the {self.policy.max_body_bytes}-byte limit")
+
+    def _implements(self, method: str) -> bool:
+        return getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
+
+    def _allowed(self) -> list[str]:
+        allowed = [m for m in _HANDLED_METHODS if m != "OPTIONS" and self._implements(m)]
+        if "GET" in allowed and "HEAD" not in allowed:
+            allowed.insert(allowed.index("GET") + 1, "HEAD")
+        return allowed
+
+    async def head(self, *args: str, **kwargs: str) -> None:
+        """HEAD wherever GET is: Tornado drops the body and keeps the headers."""
+        if not self._implements("GET"):
+            raise MethodNotAllowed(f"HEAD is not allowed on {self.request.path}")
+        pending = self.get(*args, **kwargs)
+        if pending is not None:
+            await pending
+
+    def _authorize(self) -> None:
+        token = self.policy.api_token
+        if not token or self.public:
+            return
+        if self.request.method not in _MUTATING and not self.policy.protect_reads:
+            return
+        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        challenge = {"WWW-Authenticate": 'Bearer realm="trainer-tinygrad"'}
+        if scheme.lower() != "bearer" or not given.strip():
+            raise Unauthorized("this endpoint needs `Authorization: Bearer <TRAINER_API_TOKEN>`", headers=challenge)
+        # Constant time: how much of a guess matched must not show in the response time.
+        if not hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8")):
+            raise Forbidden("the bearer token is not the one this server was started with", headers=challenge)
+
+    # ----- JSON in -----
+    def json_body(self, schema: str, contract: Contract) -> dict[str, Any]:
+        """The request body as a JSON object valid against `schema`; an empty body is `{}`.
+
+        400 for bytes that are not JSON, 415 for a body that does not say it is JSON, 422 naming each field that
+        breaks the schema."""
+        body = self.request.body
+        if not body.strip():
+            return {}
+        media = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise UnsupportedMediaType(
+                f"send the body as application/json (got {media or 'no Content-Type'})",
+                headers={"Accept-Post": "application/json"},
+            )
+        try:
+            value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
+        errors = contract.errors(schema, value)
+        if errors:
+            fields = field_errors(errors)
+            summary = "; ".join(f"{e['field']}: {e['message']}" for e in fields[:5])
+            raise ValidationFailed(f"the body does not match {schema}: {summary}", errors=fields)
+        if not isinstance(value, dict):
+            raise ValidationFailed(
+                "the body must be a JSON object", errors=[{"field": "(body)", "message": "not an object"}]
+            )
+        return value
+
+    def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
+        """An integer query argument within [low, high]; 400 naming it otherwise."""
+        raw = self.get_query_argument(name, None)
+        if raw is None:
+            return default
+        if not re.fullmatch(r"-?\d{1,18}", raw.strip()) or not low <= int(raw) <= high:
+            raise InvalidParameter(f"query parameter {name}={raw!r} must be an integer from {low} to {high}")
+        return int(raw)
+
+    # ----- JSON out -----
+    def write_json(self, document: Any, status: int = 200) -> None:
+        """Send a JSON document (never NaN) and finish."""
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_TYPE)
+        self.finish(json.dumps(document, allow_nan=False, separators=(",", ":")))
+
+    async def send_file(self, path: Path, sha256: str, content_type: str, download_name: str | None = None) -> None:
+        """Stream an immutable file in chunks, with Digest (RFC 3230, base64) and X-Checksum-SHA256 (hex)."""
+        self.set_header("Content-Type", content_type)
+        self.set_header("X-Checksum-SHA256", sha256)
+        self.set_header("Digest", "sha-256=" + base64.b64encode(bytes.fromhex(sha256)).decode())
+        self.set_header("Content-Length", str(path.stat().st_size))
+        if download_name:
+            self.set_header("Content-Disposition", f'attachment; filename="{download_name}"')
+        if self.request.method == "HEAD":
+            return
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                self.write(chunk)
+                await self.flush()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error as problem+json (schemas/problem.schema.json)."""
+        error = self._as_api_error(status_code, kwargs.get("exc_info"))
+        self.set_status(error.status)
+        for name, value in error.headers.items():
+            self.set_header(name, value)
+        if error.retry_after is not None:
+            self.set_header("Retry-After", str(error.retry_after))
+        self.set_header("Content-Type", PROBLEM_TYPE)
+        self.finish(json.dumps(error.problem(self.request.path, self.request_id), allow_nan=False))
+
+    def _as_api_error(self, status_code: int, exc_info: Any) -> ApiError:
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ApiError):
+            return exc
+        if isinstance(exc, HTTPError) and exc.status_code in BY_STATUS:
+            cls = BY_STATUS[exc.status_code]
+            if cls is MethodNotAllowed:
+                return MethodNotAllowed(
+                    f"{self.request.method} is not allowed on {self.request.path}",
+                    headers={"Allow": ", ".join(self._allowed())},
+                )
+            return cls(exc.log_message or exc.reason or cls.title)
+        if status_code in BY_STATUS and exc is None:
+            return BY_STATUS[status_code](BY_STATUS[status_code].title)
+        return ApiError(f"the server failed handling this request (request id {self.request_id}); see its log")
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        """Client errors are answers, not incidents: only unexpected ones get a traceback."""
+        if isinstance(value, ApiError):
+            log.debug("%s %s -> %s %s", self.request.method, self.request.path, value.status, value.code)
+            return
+        if isinstance(value, HTTPError) and value.status_code < 500:
+            return
+        super().log_exception(typ, value, tb)
+
+
+class NotFoundHandler(BaseHandler):
+    """Every path the route table does not know."""
+
+    async def prepare(self) -> None:
+        """404 before the method is even looked at."""
+        raise NotFound(f"no such endpoint: {self.request.path}; the API is described at /openapi.json")

@@ -1,0 +1,150 @@
+"""GET /api/events/training: Server-Sent Events.
+
+Per run: the run's log from the start (or after Last-Event-ID), then live events, then `end` and the stream closes.
+Without run_id: every run's events, live only, with ids `<run_id>:<id>`. A comment line goes out every
+`heartbeat_s` so proxies keep the connection; comments are not events. No compression on the stream.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from tornado.ioloop import IOLoop
+from tornado.iostream import StreamClosedError
+from tornado.locks import Condition
+
+from ..errors import InvalidLastEventId, InvalidParameter, RunNotFound
+from ..events import EventLog, RunEvents
+from ..evidence import RUN_ID_PATTERN
+from ..runs import RunManager
+from .base import BaseHandler
+
+_LAST_ID = re.compile(r"^(?:(?P<run>[A-Za-z0-9][A-Za-z0-9_-]{7,63}):)?(?P<id>\d{1,18})$")
+
+
+def sse_frame(event: dict[str, Any], sse_id: str) -> str:
+    """One event in the SSE wire format (the data is one line of JSON)."""
+    data = json.dumps(event, allow_nan=False, separators=(",", ":"))
+    return f"id: {sse_id}\nevent: {event['type']}\ndata: {data}\n\n"
+
+
+class EventStreamHandler(BaseHandler):
+    """The event stream of one run, or of all runs."""
+
+    def initialize(self, manager: RunManager, events: EventLog, heartbeat_s: float, retry_ms: int) -> None:
+        """Dependencies from the route table."""
+        self.manager = manager
+        self.events = events
+        self.heartbeat_s = heartbeat_s
+        self.retry_ms = retry_ms
+        self._gone = False
+        self._waiting_on: Condition | None = None
+
+    def on_connection_close(self) -> None:
+        """The client left: wake the loop so it ends (a normal end, not an error)."""
+        self._gone = True
+        if self._waiting_on is not None:
+            self._waiting_on.notify_all()
+
+    async def get(self) -> None:
+        """Stream events until `end` (per run), the client leaves, or the server stops."""
+        run_id = self.get_query_argument("run_id", None)
+        if run_id is None:
+            if self.request.method == "HEAD":
+                self._open()
+                return
+            with self.events.subscription():
+                self._open()
+                await self._follow_feed()
+            return
+        if not RUN_ID_PATTERN.match(run_id):
+            raise InvalidParameter(f"run_id={run_id!r} is not a run id")
+        log = self.events.get(run_id)
+        if log is None or run_id not in self.manager.runs:
+            raise RunNotFound(f"no run with id {run_id!r}")
+        cursor = self._cursor(run_id, log)
+        if self.request.method == "HEAD":
+            self._open()
+            return
+        with self.events.subscription():
+            self._open()
+            await self._follow_run(log, cursor)
+
+    def _cursor(self, run_id: str, log: RunEvents) -> int:
+        raw = self.request.headers.get("Last-Event-ID")
+        if raw is None:
+            raw = self.get_query_argument("last_event_id", None)
+        if raw is None or raw.strip() == "":
+            return 0
+        match = _LAST_ID.match(raw.strip())
+        if not match or (match.group("run") and match.group("run") != run_id):
+            raise InvalidLastEventId(f"Last-Event-ID {raw[:80]!r} is not an event id of run {run_id} (an integer)")
+        cursor = int(match.group("id"))
+        if cursor > log.last_id:
+            raise InvalidLastEventId(f"Last-Event-ID {cursor} is past run {run_id}'s last event ({log.last_id})")
+        return cursor
+
+    def _open(self) -> None:
+        self.set_header("Content-Type", "text/event-stream; charset=utf-8")
+        self.set_header("Cache-Control", "no-store")
+        self.set_header("X-Accel-Buffering", "no")
+        if self.request.method != "HEAD":
+            self.write(f": trainer-tinygrad events\nretry: {self.retry_ms}\n\n")
+
+    async def _send(self, text: str) -> bool:
+        if self._gone:
+            return False
+        self.write(text)
+        try:
+            await self.flush()
+        except StreamClosedError:
+            self._gone = True
+            return False
+        return True
+
+    async def _follow_run(self, log: RunEvents, cursor: int) -> None:
+        if not await self._send(""):
+            return
+        while not self._gone:
+            batch = log.after(cursor)
+            if batch:
+                text = "".join(sse_frame(e, str(e["id"])) for e in batch)
+                cursor = batch[-1]["id"]
+                if not await self._send(text):
+                    return
+                continue
+            if log.ended or self.manager.stopping:
+                break
+            await self._wait_or_heartbeat(log.condition)
+        self._close()
+
+    async def _follow_feed(self) -> None:
+        cursor = self.events.feed_cursor
+        if not await self._send(""):
+            return
+        while not self._gone and not self.manager.stopping:
+            batch = self.events.feed_after(cursor)
+            if batch:
+                cursor = batch[-1][0]
+                text = "".join(sse_frame(e, f"{e['run_id']}:{e['id']}") for _, e in batch)
+                if not await self._send(text):
+                    return
+                continue
+            await self._wait_or_heartbeat(self.events.feed_condition)
+        self._close()
+
+    async def _wait_or_heartbeat(self, condition: Condition) -> None:
+        """Wait for new events; after `heartbeat_s` without any, send a comment line instead."""
+        self._waiting_on = condition
+        try:
+            woke = await condition.wait(timeout=IOLoop.current().time() + self.heartbeat_s)
+        finally:
+            self._waiting_on = None
+        if not woke:
+            await self._send(": keep-alive\n\n")
+
+    def _close(self) -> None:
+        if not self._gone and not self._finished:
+            self.finish()

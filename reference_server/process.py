@@ -1,0 +1,240 @@
+"""One training process: ``python -m trainer_tinygrad train``, read line by line without blocking the loop.
+
+The trainer speaks JSON lines on stdout (started, metric, checkpoint, then finished | failed | cancelled) and logs on
+stderr; SIGTERM asks it to stop after the current step. Its stderr is drained continuously (a full pipe would stall
+it) and the tail is kept for error messages and the run's trainer.log. The child gets its own session (a Ctrl-C at
+the server's terminal is the server's to handle) and, on Linux, SIGTERM when the server dies, so a ``kill -9`` of
+the server does not leave trainers burning the CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import json
+import logging
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+TERMINAL_EVENTS = ("finished", "failed", "cancelled")
+_LINE_LIMIT = 4 << 20  # a `started` line carries the dataset provenance: allow a few MiB
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+    return preexec
+
+
+_PREEXEC = _die_with_parent()
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_line(raw: bytes) -> dict[str, Any] | None:
+    """One stdout line as a protocol object (a dict with a string `event`), or None for anything else."""
+    try:
+        obj = json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        return None
+    if isinstance(obj, dict) and isinstance(obj.get("event"), str):
+        return obj
+    return None
+
+
+def trainer_env(base: Mapping[str, str], data_dir: Path | None) -> dict[str, str]:
+    """The environment a trainer runs with: the server's, MOCKS_DISABLED=1, unbuffered, the data dir."""
+    env = dict(base)
+    env["MOCKS_DISABLED"] = "1"
+    env["PYTHONUNBUFFERED"] = "1"
+    if data_dir is not None:
+        env["TRAINER_DATA_DIR"] = str(data_dir)
+    return env
+
+
+class TrainerProcess:
+    """A running `python -m trainer_tinygrad train` for one run."""
+
+    def __init__(
+        self,
+        run_id: str,
+        spec: dict[str, Any],
+        out_dir: Path,
+        *,
+        data_dir: Path | None,
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+        resume: Path | None = None,
+    ) -> None:
+        self.run_id = run_id
+        self.spec = spec
+        self.out_dir = out_dir
+        self.data_dir = data_dir
+        self.python = python
+        self.env = trainer_env(env if env is not None else os.environ, data_dir)
+        self.resume = resume
+        self.stderr_tail: deque[str] = deque(maxlen=2000)
+        self.terminated = False
+        self._proc: asyncio.subprocess.Process | None = None
+        self._stderr_task: asyncio.Task[None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        """The child's pid once started."""
+        return self._proc.pid if self._proc else None
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once the child has been waited for (negative: killed by that signal)."""
+        return self._proc.returncode if self._proc else None
+
+    def argv(self, spec_path: Path) -> list[str]:
+        """The command line (recorded in the trainer log)."""
+        argv = [self.python, "-m", "trainer_tinygrad", "train", "--spec", str(spec_path), "--out", str(self.out_dir)]
+        argv += ["--run-id", self.run_id]
+        if self.data_dir is not None:
+            argv += ["--data-dir", str(self.data_dir)]
+        if self.resume is not None:
+            argv += ["--resume", str(self.resume)]
+        return argv
+
+    async def start(self) -> None:
+        """Write the spec into the work dir and start the child. Raises OSError when it cannot start."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        spec_path = self.out_dir / "spec.json"
+        spec_path.write_text(json.dumps(self.spec), encoding="utf-8")
+        argv = self.argv(spec_path)
+        self.stderr_tail.append("$ " + " ".join(argv))
+        self._proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=self.env,
+            start_new_session=True,
+            preexec_fn=_PREEXEC,
+            limit=_LINE_LIMIT,
+        )
+        self._stderr_task = asyncio.create_task(self._drain_stderr())
+        log.info("run %s: trainer started, pid %s", self.run_id, self._proc.pid)
+
+    async def _drain_stderr(self) -> None:
+        assert self._proc and self._proc.stderr
+        while True:
+            try:
+                raw = await self._proc.stderr.readline()
+            except ValueError:  # a line over the limit: keep reading
+                continue
+            if not raw:
+                return
+            line = raw.decode("utf-8", errors="replace").rstrip("\n")
+            self.stderr_tail.append(line)
+            log.debug("run %s trainer: %s", self.run_id, line)
+
+    async def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """The protocol objects from stdout until it closes; other lines are logged and skipped."""
+        assert self._proc and self._proc.stdout
+        while True:
+            try:
+                raw = await self._proc.stdout.readline()
+            except ValueError:
+                log.warning("run %s: trainer stdout line over %d bytes skipped", self.run_id, _LINE_LIMIT)
+                continue
+            if not raw:
+                return
+            message = parse_line(raw)
+            if message is None:
+                self.stderr_tail.append("[stdout] " + raw.decode("utf-8", errors="replace").rstrip("\n"))
+                log.warning("run %s: trainer printed a non-protocol line: %r", self.run_id, raw[:200])
+                continue
+            yield message
+
+    async def wait(self) -> int:
+        """Wait for exit (and for stderr to drain); the exit status."""
+        assert self._proc
+        code = await self._proc.wait()
+        if self._stderr_task:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._stderr_task
+        return code
+
+    def terminate(self) -> None:
+        """SIGTERM: the trainer stops after its current step and reports `cancelled`."""
+        self._signal(signal.SIGTERM)
+        self.terminated = True
+
+    def kill(self) -> None:
+        """SIGKILL, for a trainer that ignored SIGTERM past the grace period."""
+        self._signal(signal.SIGKILL)
+
+    def _signal(self, sig: int) -> None:
+        if self._proc and self._proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._proc.send_signal(sig)
+
+    def stderr_text(self) -> str:
+        """The kept tail of stderr, one line per line."""
+        return "\n".join(self.stderr_tail) + "\n"
+
+    def last_stderr(self, lines: int = 5) -> str:
+        """The last few stderr lines, for an error message."""
+        tail = [line for line in list(self.stderr_tail)[-lines:] if line.strip()]
+        return " | ".join(tail)
+
+
+async def probe_device(
+    python: str = sys.executable, env: Mapping[str, str] | None = None, timeout: float = 120.0
+) -> dict[str, Any]:
+    """Run ``python -m trainer_tinygrad device`` once: {"ok": bool, "device"?, "tinygrad_version"?, "reason"?}."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            python,
+            "-m",
+            "trainer_tinygrad",
+            "device",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=trainer_env(env if env is not None else os.environ, None),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        return {"ok": False, "reason": f"cannot run {python} -m trainer_tinygrad device: {exc}"}
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        return {"ok": False, "reason": f"`trainer_tinygrad device` did not answer within {timeout:.0f} s"}
+    result: dict[str, Any] | None = None
+    for raw in reversed(out.splitlines()):
+        with contextlib.suppress(ValueError):
+            obj = json.loads(raw)
+            if isinstance(obj, dict):
+                result = obj
+                break
+    if proc.returncode == 0 and result is not None and result.get("ok") is True:
+        return result
+    reason = (result or {}).get("reason") or err.decode("utf-8", errors="replace").strip()[-500:] or "no output"
+    return {"ok": False, "reason": f"exit {proc.returncode}: {reason}"}

@@ -1,0 +1,63 @@
+"""Fixtures for the server tests: the real Fashion-MNIST in a temporary verified cache, and real servers."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from server_harness import ServerFactory, ServerProcess
+from trainer_tinygrad.datasets import DatasetCache
+
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dataset cache holding the real Fashion-MNIST, imported and verified against the manifest."""
+    if not FASHION_MNIST.is_dir():
+        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
+    root = tmp_path_factory.mktemp("datasets")
+    assert DatasetCache(root).import_dir("fashion-mnist", FASHION_MNIST).verified
+    return root
+
+
+def _factory(root: Path, data_dir: Path, started: list[ServerProcess]) -> ServerFactory:
+    def make(
+        evidence_dir: Path | None = None,
+        extra_args: list[str] | None = None,
+        env: dict[str, str | None] | None = None,
+        wait_ready: bool = True,
+    ) -> ServerProcess:
+        server = ServerProcess(
+            evidence_dir=evidence_dir or root / "evidence",
+            data_dir=data_dir,
+            work_dir=root / "work",
+            log_path=root / "server.log",
+            extra_args=list(extra_args or []),
+            env=dict(env or {}),
+        )
+        started.append(server)
+        return server.start(wait_ready=wait_ready)
+
+    return make
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServerFactory]:
+    """Start servers for one test (restart tests start several on one evidence dir); all stopped after."""
+    started: list[ServerProcess] = []
+    yield _factory(tmp_path, data_dir, started)
+    for server in started:
+        if server.proc and server.proc.poll() is None:
+            server.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
+    """One server shared by a module's tests (mark the module with xdist_group so they share a worker)."""
+    started: list[ServerProcess] = []
+    yield _factory(tmp_path_factory.mktemp("server"), data_dir, started)()
+    for s in started:
+        if s.proc and s.proc.poll() is None:
+            assert s.stop() == 0, s.log()[-3000:]

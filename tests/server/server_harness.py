@@ -1,0 +1,224 @@
+"""A real reference server in a child process on a free port, and the contract checks the server tests share."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from reference_server.schemas import Contract
+
+REPO = Path(__file__).resolve().parents[2]
+HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
+CONTRACT = Contract(REPO / "schemas")
+_LISTENING = re.compile(r"listening on http://([^ ]+)")
+
+
+@dataclass
+class ServerProcess:
+    """`python -m reference_server` on port 0; the URL is read from its log."""
+
+    evidence_dir: Path
+    data_dir: Path
+    work_dir: Path
+    log_path: Path
+    extra_args: list[str] = field(default_factory=list)
+    env: dict[str, str | None] = field(default_factory=dict)  # None removes the variable
+    proc: subprocess.Popen[bytes] | None = None
+    url: str = ""
+
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
+        """Start and wait until it listens (and, by default, until /readyz is 200)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}
+        env.update({"MOCKS_DISABLED": "1", "DEV": env.get("DEV", "CPU")})
+        for name, value in self.env.items():
+            if value is None:
+                env.pop(name, None)
+            else:
+                env[name] = value
+        argv = [sys.executable, "-m", "reference_server", "--host", "127.0.0.1", "--port", "0"]
+        argv += ["--evidence-dir", str(self.evidence_dir), "--data-dir", str(self.data_dir)]
+        argv += ["--work-dir", str(self.work_dir), *self.extra_args]
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
+            match = _LISTENING.search(text)
+            if match:
+                self.url = "http://" + match.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{text}")
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"server did not listen within {timeout} s:\n{self.log()}")
+        while wait_ready and time.monotonic() < deadline:
+            if httpx.get(self.url + "/readyz", timeout=10).status_code == 200:
+                break
+            time.sleep(0.2)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
+        """Signal the server and wait for it; its exit status."""
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def log(self) -> str:
+        """Everything the server logged."""
+        return self.log_path.read_text(errors="replace")
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """An httpx client on this server."""
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), **kwargs)
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+def start_run(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    """POST a run; assert 200 and return its JSON."""
+    response = client.post("/api/training/runs", json=body)
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+def wait_for(client: httpx.Client, run_id: str, statuses: set[str], timeout: float = 120.0) -> dict[str, Any]:
+    """Poll a run until its status is one of `statuses`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/api/training/runs/{run_id}").json()
+        if run["status"] in statuses:
+            return dict(run)
+        time.sleep(0.1)
+    raise TimeoutError(f"run {run_id} is still {run['status']} after {timeout} s")
+
+
+# ----- the contract -----
+def check_headers(response: httpx.Response, kind: str) -> None:
+    """Every header of headers.json `all` and of block `kind` is present with its value."""
+    for block in ("all", kind):
+        for name, rule in HEADERS[block].items():
+            value = response.headers.get(name)
+            assert value is not None, f"{response.request.method} {response.request.url}: no {name} header"
+            if isinstance(rule, str):
+                assert value == rule, f"{name}: {value!r} != {rule!r}"
+            elif "pattern" in rule:
+                assert re.fullmatch(rule["pattern"], value), f"{name}: {value!r} !~ {rule['pattern']}"
+            else:
+                assert value.startswith(rule["startswith"]), f"{name}: {value!r} does not start {rule['startswith']}"
+
+
+def check_json(response: httpx.Response, schema: str, status: int = 200) -> Any:
+    """A JSON answer: status, json headers, body valid against `schema`; returns the body."""
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
+    check_headers(response, "json")
+    body = response.json()
+    errors = CONTRACT.errors(schema, body)
+    assert not errors, f"{schema}: {[e.message for e in errors[:3]]}"
+    return body
+
+
+def check_problem(response: httpx.Response, status: int, code: str | None = None) -> dict[str, Any]:
+    """A problem+json answer with `status` (and `code`)."""
+    assert response.status_code == status, f"{response.status_code}: {response.text[:500]}"
+    check_headers(response, "problem")
+    body = dict(response.json())
+    assert not CONTRACT.errors("problem.schema.json", body)
+    assert body["status"] == status
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+# ----- SSE -----
+@dataclass
+class SseEvent:
+    """One dispatched SSE event."""
+
+    id: str | None
+    event: str
+    data: str
+    received: float
+
+    def json(self) -> dict[str, Any]:
+        """The data as JSON."""
+        return dict(json.loads(self.data))
+
+
+@dataclass
+class SseStream:
+    """What a stream delivered: events, comments, retry, and whether the server closed it."""
+
+    events: list[SseEvent] = field(default_factory=list)
+    comments: list[str] = field(default_factory=list)
+    retry: int | None = None
+    closed_by_server: bool = False
+
+
+def parse_sse(
+    lines: Iterator[str],
+    stream: SseStream,
+    until: float | None = None,
+    stop: Callable[[SseEvent], bool] | None = None,
+) -> SseStream:
+    """WHATWG-style line parsing (LF endings from this server); stops at EOF, at `until` (monotonic), or after an
+    event for which `stop` is true."""
+    data: list[str] = []
+    event = ""
+    last_id: str | None = None
+    for line in lines:
+        if line == "":
+            if data:
+                stream.events.append(SseEvent(last_id, event or "message", "\n".join(data), time.monotonic()))
+                if stop is not None and stop(stream.events[-1]):
+                    return stream
+            data, event = [], ""
+        elif line.startswith(":"):
+            stream.comments.append(line[1:].strip())
+        else:
+            name, _, value = line.partition(":")
+            value = value[1:] if value.startswith(" ") else value
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+            elif name == "id":
+                last_id = value
+            elif name == "retry" and value.isdigit():
+                stream.retry = int(value)
+        if until is not None and time.monotonic() > until:
+            return stream
+    stream.closed_by_server = True
+    return stream
+
+
+def read_sse(
+    client: httpx.Client,
+    params: dict[str, str],
+    headers: dict[str, str] | None = None,
+    seconds: float | None = None,
+    stop: Callable[[SseEvent], bool] | None = None,
+) -> tuple[httpx.Response, SseStream]:
+    """Open the event stream and read it to its end (or for `seconds`, or until `stop`)."""
+    stream = SseStream()
+    with client.stream("GET", "/api/events/training", params=params, headers=headers or {}) as response:
+        if response.status_code != 200:
+            response.read()
+            return response, stream
+        until = time.monotonic() + seconds if seconds else None
+        parse_sse(response.iter_lines(), stream, until, stop)
+    return response, stream

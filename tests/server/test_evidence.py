@@ -1,0 +1,133 @@
+"""The evidence writer on its own: validation before writing, whole files only, checkpoint adoption by hash,
+manifests that match the bytes, and torn logs cut off on read."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from safetensors.numpy import save_file
+from server_harness import CONTRACT
+
+from reference_server.evidence import CheckpointRejected, EvidenceError, EvidenceStore
+from reference_server.schemas import ContractViolation
+
+RUN = "run-0123456789abcdef0123"
+NOW = "2025-01-01T00:00:00.000000Z"
+
+
+def _config() -> dict[str, Any]:
+    config = {"dataset": "fashion-mnist", "model": "mlp", "steps": 10, "batch_size": 8, "learning_rate": 0.001}
+    config |= {"optimizer": "adam", "seed": 0, "log_every": 5, "checkpoint_every": 5}
+    versions = {"python": "3.11", "tinygrad": "0.14.0", "numpy": "2", "service": "0.1.0"}
+    return {"run_id": RUN, "config": config, "versions": versions, "device": "CPU", "created_at": NOW}
+
+
+def _provenance() -> dict[str, Any]:
+    return {
+        "run_id": RUN,
+        "datasets": [],
+        "commit": "unknown",
+        "tree_dirty": None,
+        "diff_sha256": None,
+        "host": "h",
+        "seed": 0,
+        "mocks_disabled": "1",
+        "created_at": NOW,
+    }
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> EvidenceStore:
+    store = EvidenceStore(tmp_path / "evidence", CONTRACT)
+    store.prepare()
+    store.create_run(RUN, _config(), _provenance())
+    return store
+
+
+def _event(i: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": i, "run_id": RUN, "type": type_, "time": NOW, "data": data}
+
+
+def _checkpoint(path: Path) -> tuple[str, int]:
+    """A real safetensors file (the trainer's format: model.* tensors, float32)."""
+    weights = {"model.l1.weight": np.arange(12, dtype=np.float32).reshape(3, 4)}
+    save_file(weights, str(path), metadata={"format": "trainer-tinygrad/1", "step": "5"})
+    data = path.read_bytes()
+    return hashlib.sha256(data).hexdigest(), len(data)
+
+
+def test_an_invalid_document_is_never_written(tmp_path: Path) -> None:
+    store = EvidenceStore(tmp_path / "evidence", CONTRACT)
+    store.prepare()
+    bad = _provenance() | {"mocks_disabled": "0"}
+    with pytest.raises(ContractViolation, match="mocks_disabled"):
+        store.create_run(RUN, _config(), bad)
+    assert not (tmp_path / "evidence" / "training" / RUN).exists()
+
+
+def test_an_invalid_event_is_not_appended(store: EvidenceStore) -> None:
+    store.append_event(RUN, _event(1, "status", {"status": "queued"}))
+    with pytest.raises(ContractViolation):
+        store.append_event(RUN, _event(2, "metric", {"step": 1, "loss": 0.5, "accuracy": 1.5}))
+    store.close()
+    assert len(store.read_run(RUN).events) == 1
+
+
+def test_paths_outside_the_run_are_refused(store: EvidenceStore) -> None:
+    for bad in ("../x", "..", "a/b", ".hidden", ""):
+        with pytest.raises(EvidenceError):
+            store.run_dir(bad)
+    for relative in ("../config.json", "checkpoints/../config.json", "checkpoints/.x.safetensors", "/etc/passwd"):
+        with pytest.raises(FileNotFoundError):
+            store.file(RUN, relative)
+
+
+def test_a_checkpoint_is_adopted_only_when_its_hash_matches(store: EvidenceStore, tmp_path: Path) -> None:
+    source = tmp_path / "step-000005.safetensors"
+    sha, size = _checkpoint(source)
+    with pytest.raises(CheckpointRejected, match="sha256"):
+        store.adopt_checkpoint(RUN, source, source.name, "0" * 64, size)
+    folder = store.run_dir(RUN) / "checkpoints"
+    assert list(folder.iterdir()) == []  # no half-adopted or temporary file left
+    adopted = store.adopt_checkpoint(RUN, source, source.name, sha, size)
+    assert adopted.read_bytes() == source.read_bytes()
+    with pytest.raises(CheckpointRejected):
+        store.adopt_checkpoint(RUN, source, "../escape.safetensors", sha, size)
+
+
+def test_the_manifest_lists_every_file_with_its_hash(store: EvidenceStore, tmp_path: Path) -> None:
+    source = tmp_path / "step-000005.safetensors"
+    sha, size = _checkpoint(source)
+    store.adopt_checkpoint(RUN, source, source.name, sha, size)
+    store.append_event(RUN, _event(1, "status", {"status": "queued"}))
+    store.append_event(RUN, _event(2, "end", {"status": "cancelled", "error": None}))
+    manifest = store.write_manifest(RUN, "cancelled", NOW)
+    folder = store.run_dir(RUN)
+    assert json.loads((folder / "manifest.json").read_text()) == manifest
+    paths = [f["path"] for f in manifest["files"]]
+    assert paths == ["checkpoints/step-000005.safetensors", "config.json", "metrics.jsonl", "provenance.json"]
+    for entry in manifest["files"]:
+        data = (folder / entry["path"]).read_bytes()
+        assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["bytes"])
+
+
+def test_a_torn_last_line_is_reported_and_cut_off(store: EvidenceStore) -> None:
+    store.append_event(RUN, _event(1, "status", {"status": "queued"}))
+    store.close()
+    log = store.run_dir(RUN) / "metrics.jsonl"
+    with log.open("ab") as handle:
+        handle.write(b'{"id": 2, "run_id": "run-01')  # a write cut short by a power failure
+    stored = store.read_run(RUN)
+    assert stored.torn_tail and [e["id"] for e in stored.events] == [1]
+    store.repair_log(RUN, stored.events)
+    assert log.read_bytes().count(b"\n") == 1 and not store.read_run(RUN).torn_tail
+
+
+def test_no_temporary_files_survive_writes(store: EvidenceStore) -> None:
+    store.write_config(RUN, _config() | {"device": "CPU"})
+    assert [p.name for p in store.run_dir(RUN).iterdir() if p.name.startswith(".")] == []
