@@ -1,0 +1,75 @@
+"""Section 1: health, readiness and the headers every response carries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..expectations import expect_headers, expect_json, response_kind
+from ..failures import CheckFailure
+from ..registry import check
+from ..session import Session
+
+_AREA = ("schemas/health.schema.json", "schemas/headers.json", "reference_server/")
+
+
+def _probe(s: Session, path: str) -> Any:
+    if path not in s.health:
+        s.health[path] = s.client.request("GET", path)
+    return s.health[path]
+
+
+@check(
+    "health.liveness",
+    "Liveness answers honestly",
+    'GET /healthz answers 200 with a body valid against health.schema.json, "mocks": false, '
+    '"phase": "stage1", and the JSON response headers.',
+    area=_AREA,
+)
+def liveness(s: Session) -> dict[str, Any]:
+    exchange = _probe(s, "/healthz")
+    body = expect_json(s.contract, exchange, "health")
+    expect_headers(s.contract, exchange, "json")
+    return {"status": body["status"], "version": body["version"], "commit": body["commit"]}
+
+
+@check(
+    "health.readiness",
+    "Readiness answers ready",
+    "GET /readyz answers 200 with a body valid against health.schema.json whose status is not not_ready, "
+    '"mocks": false, "phase": "stage1", and the JSON response headers.',
+    area=_AREA,
+)
+def readiness(s: Session) -> dict[str, Any]:
+    exchange = _probe(s, "/readyz")
+    body = expect_json(s.contract, exchange, "health")
+    expect_headers(s.contract, exchange, "json")
+    if body["status"] == "not_ready":
+        raise CheckFailure("Not ready", "/readyz answered 200 with status not_ready", [exchange.probe])
+    return {"status": body["status"], "checks": body.get("checks")}
+
+
+@check(
+    "health.headers",
+    "Every response carries the required headers",
+    "Every response the suite received carries the `all` block of schemas/headers.json (X-Request-ID, "
+    "X-Phase: stage1, X-Mocks: false, X-Commit-SHA, X-Content-Type-Options: nosniff) and the block of its kind "
+    "(JSON, problem, SSE, checkpoint).",
+    area=_AREA,
+    last=True,
+)
+def every_response(s: Session) -> dict[str, Any]:
+    answered = [e for e in s.client.recorder.exchanges if e.error is None]
+    broken = []
+    for exchange in answered:
+        problems = s.contract.header_problems(response_kind(exchange), exchange.headers)
+        if problems:
+            broken.append((exchange, problems))
+    if broken:
+        lines = [f"{e.method} {e.url} ({e.status}): {'; '.join(p)}" for e, p in broken[:10]]
+        more = f" (and {len(broken) - 10} more)" if len(broken) > 10 else ""
+        raise CheckFailure(
+            "Required headers missing or wrong",
+            f"{len(broken)} of {len(answered)} responses break the header contract{more}: " + " | ".join(lines),
+            [e.probe for e, _ in broken[:20]],
+        )
+    return {"responses": len(answered)}
