@@ -4,6 +4,7 @@ Never imports tinygrad: training happens in `python -m trainer_tinygrad train` c
 """
 
 from .app import Service
+from .audit import RunAudit, audit_run
 from .errors import ApiError
 from .evidence import EvidenceStore
 from .provenance import SERVICE_VERSION as __version__
@@ -16,9 +17,11 @@ __all__ = [
     "ApiError",
     "Contract",
     "EvidenceStore",
+    "RunAudit",
     "RunManager",
     "RunStatus",
     "Service",
     "Settings",
     "__version__",
+    "audit_run",
 ]

@@ -1,4 +1,5 @@
-"""`python -m reference_server --host H --port P --evidence-dir DIR [--data-dir DIR] [--max-concurrent-runs N]`.
+"""`python -m reference_server --host H --port P --evidence-dir DIR [--data-dir DIR] [--max-concurrent-runs N]`,
+or `python -m reference_server verify-evidence RUN_DIR...` to check run folders against their manifests.
 
 Refuses to start unless MOCKS_DISABLED is "1" (it is set to "1" when absent): this service has no mock paths, and
 a deployment that asks for any other value has misunderstood what it is running.
@@ -17,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .app import Service
+from .audit import main as verify_main
 from .evidence import EvidenceError
 from .provenance import ServiceProvenance
 from .settings import ConfigError, load
@@ -25,9 +27,14 @@ log = logging.getLogger("reference_server")
 
 #: Bodies are limited by the handlers (413, default 64 KiB); this bounds what Tornado reads before they see it.
 _CONNECTION_BODY_LIMIT = 8 << 20
-#: A client has this long to send its request headers (also the keep-alive idle limit) and then its body.
-_HEADER_TIMEOUT_S = 60.0
-_BODY_TIMEOUT_S = 60.0
+#: Headers are limited by the handlers (431 problem+json, --max-header-bytes); past this hard limit Tornado itself
+#: closes the connection without an answer, so memory per connection stays bounded.
+_CONNECTION_HEADER_FLOOR = 256 << 10
+
+
+def connection_header_limit(max_header_bytes: int) -> int:
+    """What Tornado reads of a request's headers before it gives up on the connection."""
+    return max(_CONNECTION_HEADER_FLOOR, 4 * max_header_bytes)
 
 
 def check_mocks_disabled(env: dict[str, str] | os._Environ[str]) -> str | None:
@@ -57,8 +64,10 @@ async def serve(argv: Sequence[str] | None = None) -> int:
     server = HTTPServer(
         service.application(),
         max_body_size=_CONNECTION_BODY_LIMIT,
-        idle_connection_timeout=_HEADER_TIMEOUT_S,
-        body_timeout=_BODY_TIMEOUT_S,
+        max_header_size=connection_header_limit(settings.max_header_bytes),
+        # Tornado times the whole header read (not each byte), so a client trickling bytes is cut off too.
+        idle_connection_timeout=settings.header_timeout_s,
+        body_timeout=settings.body_timeout_s,
     )
     bound = bind_sockets(settings.port, settings.host)
     server.add_sockets(bound)
@@ -85,7 +94,10 @@ async def serve(argv: Sequence[str] | None = None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point (`trainer-server`)."""
+    """Console entry point (`trainer-server`); `verify-evidence DIR...` checks run folders instead of serving."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["verify-evidence"]:
+        return verify_main(args[1:])
     logging.basicConfig(
         level=os.environ.get("TRAINER_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -95,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"reference_server: {refusal}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(argv))
+        return asyncio.run(serve(args))
     except (ConfigError, ValueError) as exc:
         print(f"reference_server: {exc}", file=sys.stderr)
         return 2

@@ -34,6 +34,7 @@ from .handlers import (
     OpenApiHandler,
     Policy,
     ReadyHandler,
+    ResumeHandler,
     RunHandler,
     RunMetricsHandler,
     RunsHandler,
@@ -146,6 +147,7 @@ class Service:
             (RUN, RunHandler, run_deps),
             (RUN + r"/metrics", RunMetricsHandler, run_deps),
             (RUN + r"/cancel", CancelHandler, run_deps),
+            (RUN + r"/resume", ResumeHandler, run_deps),
             (RUN + r"/checkpoints", CheckpointsHandler, run_deps),
             (RUN + r"/checkpoints/(?P<name>[^/]+)", CheckpointFileHandler, run_deps),
             (RUN + r"/evidence", EvidenceHandler, run_deps),
@@ -161,6 +163,7 @@ class Service:
         policy = Policy(
             commit=self.identity.commit,
             max_body_bytes=self.settings.max_body_bytes,
+            max_header_bytes=self.settings.max_header_bytes,
             api_token=self.settings.api_token,
             protect_reads=self.settings.protect_reads,
         )

@@ -19,10 +19,12 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   ├── DatasetUnavailable       409 dataset_unavailable
     │   ├── IdempotencyConflict      409 idempotency_key_conflict
     │   ├── RunNotCancellable        409 run_not_cancellable
+    │   ├── RunNotResumable          409 run_not_resumable
     │   └── EvidenceNotReady         409 evidence_not_ready
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── ValidationFailed             422 validation_failed   (carries ``errors``: [{field, message}])
+    ├── HeadersTooLarge              431 headers_too_large
     ├── TooManyRequests              429 too_many_requests   (carries ``retry_after`` seconds)
     │   └── QueueFull                429 queue_full
     └── ServiceUnavailable           503 service_unavailable (carries ``retry_after`` seconds)
@@ -137,6 +139,10 @@ class RunNotCancellable(Conflict):
     code, title = "run_not_cancellable", "Run already finished"
 
 
+class RunNotResumable(Conflict):
+    code, title = "run_not_resumable", "Run cannot be resumed"
+
+
 class EvidenceNotReady(Conflict):
     code, title = "evidence_not_ready", "Evidence manifest not written yet"
 
@@ -151,6 +157,10 @@ class UnsupportedMediaType(ApiError):
 
 class ValidationFailed(ApiError):
     status, code, title = 422, "validation_failed", "Request body failed validation"
+
+
+class HeadersTooLarge(ApiError):
+    status, code, title = 431, "headers_too_large", "Request header fields too large"
 
 
 class TooManyRequests(ApiError):
@@ -180,6 +190,7 @@ BY_STATUS: dict[int, type[ApiError]] = {
     413: PayloadTooLarge,
     415: UnsupportedMediaType,
     422: ValidationFailed,
+    431: HeadersTooLarge,
     429: TooManyRequests,
     503: ServiceUnavailable,
 }

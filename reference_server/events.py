@@ -79,18 +79,28 @@ class EventLog:
         self.publish(event)
         return event
 
-    def build(self, run_id: str, type_: str, data: dict[str, Any]) -> dict[str, Any]:
-        """The next event of a run, not yet recorded anywhere."""
+    def build(self, run_id: str, type_: str, data: dict[str, Any], *, reopen: bool = False) -> dict[str, Any]:
+        """The next event of a run, not yet recorded anywhere. After `end` only a reopening (resume) may follow."""
         log = self._runs[run_id]
-        if log.ended:
-            raise RuntimeError(f"run {run_id} already has its end event; nothing may follow it")
+        if log.ended != reopen:
+            raise RuntimeError(
+                f"run {run_id} already has its end event; only a resume may follow it"
+                if log.ended
+                else f"run {run_id} has not ended; there is nothing to reopen"
+            )
         return {"id": log.last_id + 1, "run_id": run_id, "type": type_, "time": clock.now(), "data": data}
 
-    def record(self, run_id: str, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    def record(self, run_id: str, type_: str, data: dict[str, Any], *, reopen: bool = False) -> dict[str, Any]:
         """Make the next event durable (metrics.jsonl) without showing it to anyone yet: the end of a run is
         published only after its manifest is written."""
-        event = self.build(run_id, type_, data)
-        self.store.append_event(run_id, event, sync=type_ in ("checkpoint", "end"))
+        event = self.build(run_id, type_, data, reopen=reopen)
+        self.store.append_event(run_id, event, sync=reopen or type_ in ("checkpoint", "end"))
+        return event
+
+    def reopen(self, run_id: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Append the `status` event that resumes an ended run (after its `end`; ids carry on) and publish it."""
+        event = self.record(run_id, "status", data, reopen=True)
+        self.publish(event)
         return event
 
     def publish(self, event: dict[str, Any]) -> None:

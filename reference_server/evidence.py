@@ -220,9 +220,18 @@ class EvidenceStore:
         _fsync_dir(target.parent)
         return target
 
-    def write_text(self, run_id: str, name: str, text: str) -> None:
-        """A whole text file in the run's folder (the trainer's log)."""
-        write_atomic(self.run_dir(run_id) / name, text.encode("utf-8", errors="replace"))
+    def write_trainer_log(self, run_id: str, text: str) -> None:
+        """trainer.log, the training process's stderr tail; a resumed run's attempts follow one another in it."""
+        path = self.run_dir(run_id) / TRAINER_LOG
+        previous = path.read_bytes() if path.is_file() else b""
+        write_atomic(path, previous + text.encode("utf-8", errors="replace"))
+
+    def reopen_run(self, run_id: str) -> None:
+        """Remove manifest.json of an ended run that is about to be resumed (durably: a folder with a manifest is
+        an ended run, and recovery trusts that)."""
+        directory = self.run_dir(run_id)
+        (directory / MANIFEST).unlink(missing_ok=True)
+        _fsync_dir(directory)
 
     def write_manifest(self, run_id: str, status: str, created_at: str) -> dict[str, Any]:
         """manifest.json, last: every other file of the run with bytes and sha256. Blocking: use an executor."""

@@ -6,6 +6,10 @@ so a restarted server sees exactly what a running one saw.
 
 Ordering at the end of a run: trainer.log, the `end` event (durable), manifest.json, and only then is `end` published
 to readers and subscribers. Whoever sees `end` can fetch a complete evidence folder.
+
+Resume: an `interrupted` or `failed` run with a checkpoint is reopened under the same run id. Its manifest goes, a
+`status: queued` event with `resumed_from` follows its earlier `end` in the same log (ids carry on), and a trainer
+continues from that checkpoint with step numbering carrying on. The earlier `end` stays: the log is append-only.
 """
 
 from __future__ import annotations
@@ -28,9 +32,16 @@ from trainer_tinygrad.config import resolve_config
 
 from . import clock
 from .datasets import DatasetCatalog
-from .errors import IdempotencyConflict, InvalidParameter, QueueFull, RunNotCancellable, RunNotFound
+from .errors import (
+    IdempotencyConflict,
+    InvalidParameter,
+    QueueFull,
+    RunNotCancellable,
+    RunNotFound,
+    RunNotResumable,
+)
 from .events import EventLog
-from .evidence import TRAINER_LOG, CheckpointRejected, EvidenceStore
+from .evidence import CHECKPOINTS, CheckpointRejected, EvidenceStore, sha256_file
 from .process import TrainerProcess
 from .provenance import ServiceProvenance
 
@@ -58,6 +69,8 @@ TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     RunStatus.INTERRUPTED: frozenset(),
 }
 TERMINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+#: The one way out of an ended state: POST .../resume reopens these (to `queued`) when the run has a checkpoint.
+RESUMABLE = frozenset({RunStatus.INTERRUPTED, RunStatus.FAILED})
 
 
 class InvalidTransition(Exception):
@@ -99,6 +112,7 @@ class Run:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
     cancel_requested: bool = False
+    resumed_from: str | None = None  # the checkpoint name the current attempt continues from
 
     @property
     def total_steps(self) -> int:
@@ -115,9 +129,11 @@ class Run:
         data = event["data"]
         kind = event["type"]
         if kind == "status":
+            if data.get("resumed_from") and self.status in TERMINAL:
+                self._reopen(int(data.get("step", 0)), str(data["resumed_from"]))
             self.status = RunStatus(data["status"])
             if self.status is RunStatus.RUNNING:
-                self.started_at = event["time"]
+                self.started_at = self.started_at or event["time"]  # a resumed run keeps its first start
                 self.device = data.get("device", self.device)
                 self.step = max(self.step, int(data.get("step", 0)))
         elif kind == "metric":
@@ -143,6 +159,19 @@ class Run:
             self.error = data.get("error")
             self.step = max(self.step, int(data.get("step", 0)))
 
+    def _reopen(self, step: int, checkpoint: str) -> None:
+        """A resume: the view goes back to the checkpoint it continues from. Metrics logged after that checkpoint
+        by the attempt that ended stay in the log but leave the view, since the resumed attempt logs those steps
+        again."""
+        self.resumed_from = checkpoint
+        self.finished_at = None
+        self.error = None
+        self.cancel_requested = False
+        self.step = step
+        self.metrics = [m for m in self.metrics if m["step"] <= step]
+        self.evals = [e for e in self.evals if e["step"] <= step]
+        self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
+
     def links(self) -> dict[str, str]:
         """Where a client goes next (relative URLs)."""
         base = f"/api/training/runs/{self.run_id}"
@@ -153,6 +182,7 @@ class Run:
             "checkpoints": f"{base}/checkpoints",
             "evidence": f"{base}/evidence",
             "cancel": f"{base}/cancel",
+            "resume": f"{base}/resume",
         }
 
     def checkpoint_json(self, record: Mapping[str, Any]) -> dict[str, Any]:
@@ -393,7 +423,10 @@ class RunManager:
 
     async def _supervise(self, run: Run) -> None:
         work = self.work_dir / run.run_id
-        proc = TrainerProcess(run.run_id, run.config, work, data_dir=self.catalog.root, env=self.env)
+        resume = None
+        if run.resumed_from is not None:
+            resume = (self.store.run_dir(run.run_id) / CHECKPOINTS / run.resumed_from).resolve()
+        proc = TrainerProcess(run.run_id, run.config, work, data_dir=self.catalog.root, env=self.env, resume=resume)
         terminal: dict[str, Any] | None = None
         problem: dict[str, str] | None = None
         try:
@@ -543,7 +576,7 @@ class RunManager:
         end: dict[str, Any] | None = None
         try:
             if proc is not None and proc.pid is not None:
-                await loop.run_in_executor(None, self.store.write_text, run.run_id, TRAINER_LOG, proc.stderr_text())
+                await loop.run_in_executor(None, self.store.write_trainer_log, run.run_id, proc.stderr_text())
             end = self.events.record(run.run_id, "end", data)
             await loop.run_in_executor(None, self.store.write_manifest, run.run_id, str(status), run.created_at)
         except Exception:
@@ -573,6 +606,50 @@ class RunManager:
             proc.terminate()
             self._arm_killer(proc)
         return run
+
+    # ----- resume -----
+    async def resume(self, run_id: str) -> Run:
+        """Reopen an interrupted or failed run and queue it to continue from its last checkpoint (whose file must
+        still hash to what was recorded). RunNotResumable (409) otherwise; QueueFull (429) when the queue is full."""
+        run = self.get(run_id)
+        checkpoint = self._resumable_checkpoint(run)
+        self._check_queue_room()
+        await self.catalog.require(str(run.config["dataset"]))
+        path = self.store.run_dir(run_id) / CHECKPOINTS / str(checkpoint["name"])
+        try:
+            digest, size = await asyncio.get_running_loop().run_in_executor(None, sha256_file, path)
+        except OSError as exc:
+            raise RunNotResumable(f"run {run_id}: checkpoint {checkpoint['name']} cannot be read: {exc}") from exc
+        if digest != checkpoint["sha256"] or size != checkpoint["bytes"]:
+            raise RunNotResumable(
+                f"run {run_id}: checkpoint {checkpoint['name']} no longer matches its recorded sha256 "
+                f"({checkpoint['sha256']}); the evidence was changed, so the run is not resumed"
+            )
+        # The awaits above let other requests in (a second resume, say): look again before changing anything.
+        if self._resumable_checkpoint(run) is not checkpoint:
+            raise RunNotResumable(f"run {run_id} changed while its resume was checked; it is now {run.status}")
+        self._check_queue_room()
+        # Manifest first: a run folder with a manifest is an ended run, and this one is about to continue.
+        self.store.reopen_run(run_id)
+        data = {
+            "status": "queued",
+            "step": int(checkpoint["step"]),
+            "total_steps": run.total_steps,
+            "resumed_from": str(checkpoint["name"]),
+        }
+        run.apply(self.events.reopen(run_id, data))
+        log.info("run %s: resumed from %s (step %d)", run_id, checkpoint["name"], checkpoint["step"])
+        self._queue.append(run_id)
+        self._pump()
+        return run
+
+    def _resumable_checkpoint(self, run: Run) -> dict[str, Any]:
+        if run.status not in RESUMABLE:
+            what = "is still active" if not run.terminal else f"ended {run.status}"
+            raise RunNotResumable(f"run {run.run_id} {what}; only interrupted or failed runs resume")
+        if not run.checkpoints:
+            raise RunNotResumable(f"run {run.run_id} ended {run.status} before its first checkpoint; start a new run")
+        return run.checkpoints[-1]
 
     async def _kill_after_grace(self, proc: TrainerProcess) -> None:
         await asyncio.sleep(self.limits.cancel_grace_s)

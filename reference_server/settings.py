@@ -26,6 +26,9 @@ class Settings:
     max_concurrent_runs: int = 1  # 2 cores, and a tinygrad CPU kernel runs on one: one run at a time
     max_queued_runs: int = 16
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 32 * 1024
+    header_timeout_s: float = 60.0  # also the keep-alive idle limit: Tornado times the header read from its start
+    body_timeout_s: float = 60.0
     max_sse_subscribers: int = 500
     heartbeat_s: float = 5.0
     sse_retry_ms: int = 3000
@@ -48,6 +51,9 @@ ENV = {
     "max_concurrent_runs": "TRAINER_MAX_CONCURRENT_RUNS",
     "max_queued_runs": "TRAINER_MAX_QUEUED_RUNS",
     "max_body_bytes": "TRAINER_MAX_BODY_BYTES",
+    "max_header_bytes": "TRAINER_MAX_HEADER_BYTES",
+    "header_timeout_s": "TRAINER_HEADER_TIMEOUT_S",
+    "body_timeout_s": "TRAINER_BODY_TIMEOUT_S",
     "max_sse_subscribers": "TRAINER_MAX_SSE_SUBSCRIBERS",
     "heartbeat_s": "TRAINER_SSE_HEARTBEAT_S",
     "cancel_grace_s": "TRAINER_CANCEL_GRACE_S",
@@ -71,6 +77,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-concurrent-runs", type=int, help="runs training at once [TRAINER_MAX_CONCURRENT_RUNS, 1]")
     p.add_argument("--max-queued-runs", type=int, help="runs waiting beyond that; more get 429 [..._QUEUED_RUNS, 16]")
     p.add_argument("--max-body-bytes", type=int, help="largest request body; more get 413 [..._BODY_BYTES, 65536]")
+    p.add_argument(
+        "--max-header-bytes", type=int, help="request line + headers; more get 431 [..._HEADER_BYTES, 32768]"
+    )
+    p.add_argument("--header-timeout-s", type=float, help="seconds to send the headers (and keep-alive idle) [..., 60]")
+    p.add_argument("--body-timeout-s", type=float, help="seconds to send the body [TRAINER_BODY_TIMEOUT_S, 60]")
     p.add_argument("--max-sse-subscribers", type=int, help="event-stream clients at once [..., 500]")
     p.add_argument("--heartbeat-s", type=float, help="seconds between SSE comment heartbeats [..., 5]")
     p.add_argument("--cancel-grace-s", type=float, help="SIGTERM-to-SIGKILL grace for a trainer [..., 30]")
@@ -92,6 +103,9 @@ _CONVERT: dict[str, Callable[[str], object]] = {
     "max_concurrent_runs": int,
     "max_queued_runs": int,
     "max_body_bytes": int,
+    "max_header_bytes": int,
+    "header_timeout_s": float,
+    "body_timeout_s": float,
     "max_sse_subscribers": int,
     "heartbeat_s": float,
     "cancel_grace_s": float,
@@ -127,6 +141,10 @@ def _check(s: Settings) -> None:
     for name in ("max_concurrent_runs", "max_queued_runs", "max_body_bytes", "max_sse_subscribers"):
         if getattr(s, name) < 1:
             raise ConfigError(f"{name} must be at least 1 (got {getattr(s, name)})")
+    if s.max_header_bytes < 1024:
+        raise ConfigError(f"max_header_bytes must be at least 1024 (got {s.max_header_bytes})")
+    if not (s.header_timeout_s > 0 and s.body_timeout_s > 0):
+        raise ConfigError("header_timeout_s and body_timeout_s must be positive")
     if s.heartbeat_s <= 0 or s.cancel_grace_s <= 0:
         raise ConfigError("heartbeat_s and cancel_grace_s must be positive")
     if s.api_token is not None and len(s.api_token) < 16:

@@ -7,18 +7,21 @@ import base64
 import hmac
 import json
 import logging
+import math
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tornado.httputil import HTTPServerRequest
 from tornado.web import HTTPError, RequestHandler
 
 from ..errors import (
     BY_STATUS,
     ApiError,
     Forbidden,
+    HeadersTooLarge,
     InvalidJson,
     InvalidParameter,
     MethodNotAllowed,
@@ -46,12 +49,27 @@ class Policy:
 
     commit: str
     max_body_bytes: int = 64 * 1024
+    max_header_bytes: int = 32 * 1024
     api_token: str | None = None
     protect_reads: bool = False
 
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    # 1e400 parses to inf, which no schema bound should have to catch and no JSON output can carry.
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of the range of a double")
+    return value
+
+
+def header_bytes(request: HTTPServerRequest) -> int:
+    """Size of the request line and headers as sent (field lines with their separators)."""
+    line = len(request.method or "") + len(request.uri or "") + len(request.version or "") + 4
+    return line + sum(len(name) + len(value) + 4 for name, value in request.headers.get_all())
 
 
 class BaseHandler(RequestHandler):
@@ -63,6 +81,8 @@ class BaseHandler(RequestHandler):
 
     #: Reachable without a token even when reads are protected (health probes, metrics, the API document).
     public = False
+    #: The query parameters this endpoint reads; any other is refused (a misspelt `?limt=5` must not be ignored).
+    query_parameters: frozenset[str] = frozenset()
 
     @property
     def policy(self) -> Policy:
@@ -95,7 +115,8 @@ class BaseHandler(RequestHandler):
         return None
 
     async def prepare(self) -> None:
-        """Method, access control and body size, before any handler method runs."""
+        """Header size, method, access control and body size, before any handler method runs."""
+        self.check_header_size()
         if self.request.method not in self.SUPPORTED_METHODS or not self._implements(self.request.method):
             raise MethodNotAllowed(
                 f"{self.request.method} is not allowed on {self.request.path}; allowed: {', '.join(self._allowed())}",
@@ -105,6 +126,21 @@ class BaseHandler(RequestHandler):
         size = len(self.request.body)
         if size > self.policy.max_body_bytes:
             raise PayloadTooLarge(f"request body of {size} bytes is over the {self.policy.max_body_bytes}-byte limit")
+        unknown = sorted(set(self.request.query_arguments) - self.query_parameters)
+        if unknown:
+            known = ", ".join(sorted(self.query_parameters)) or "none"
+            raise InvalidParameter(
+                f"unknown query parameter {unknown[0][:60]!r} on {self.request.path}; this endpoint takes: {known}"
+            )
+
+    def check_header_size(self) -> None:
+        """431 when the request line and headers are over --max-header-bytes (Tornado's own, higher, limit closes
+        the connection without an answer)."""
+        size = header_bytes(self.request)
+        if size > self.policy.max_header_bytes:
+            raise HeadersTooLarge(
+                f"request line and headers of {size} bytes are over the {self.policy.max_header_bytes}-byte limit"
+            )
 
     def _implements(self, method: str) -> bool:
         return getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
@@ -143,19 +179,9 @@ class BaseHandler(RequestHandler):
 
         400 for bytes that are not JSON, 415 for a body that does not say it is JSON, 422 naming each field that
         breaks the schema."""
-        body = self.request.body
-        if not body.strip():
+        if not self.request.body.strip():
             return {}
-        media = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
-        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
-            raise UnsupportedMediaType(
-                f"send the body as application/json (got {media or 'no Content-Type'})",
-                headers={"Accept-Post": "application/json"},
-            )
-        try:
-            value = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
+        value = self.parse_json_body()
         errors = contract.errors(schema, value)
         if errors:
             fields = field_errors(errors)
@@ -166,6 +192,24 @@ class BaseHandler(RequestHandler):
                 "the body must be a JSON object", errors=[{"field": "(body)", "message": "not an object"}]
             )
         return value
+
+    def parse_json_body(self) -> Any:
+        """The (non-empty) body parsed as JSON: 415 unless it says it is JSON, 400 unless it is JSON with finite
+        numbers and sane nesting."""
+        body = self.request.body
+        media = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+            raise UnsupportedMediaType(
+                f"send the body as application/json (got {media or 'no Content-Type'})",
+                headers={"Accept-Post": "application/json"},
+            )
+        try:
+            return json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidJson(f"the body is not valid JSON: {exc}") from exc
+        except RecursionError as exc:
+            # Nesting deep enough to exhaust the parser's stack: no request of this API nests more than twice.
+            raise InvalidJson("the body is not valid JSON for this API: nested too deeply") from exc
 
     def int_argument(self, name: str, default: int | None, low: int, high: int) -> int | None:
         """An integer query argument within [low, high]; 400 naming it otherwise."""
@@ -240,4 +284,5 @@ class NotFoundHandler(BaseHandler):
 
     async def prepare(self) -> None:
         """404 before the method is even looked at."""
+        self.check_header_size()
         raise NotFound(f"no such endpoint: {self.request.path}; the API is described at /openapi.json")

@@ -8,7 +8,14 @@ import hashlib
 import mimetypes
 from typing import Any
 
-from ..errors import CheckpointNotFound, EvidenceFileNotFound, EvidenceNotReady, InvalidParameter, RunNotFound
+from ..errors import (
+    CheckpointNotFound,
+    EvidenceFileNotFound,
+    EvidenceNotReady,
+    InvalidParameter,
+    RunNotFound,
+    ValidationFailed,
+)
 from ..evidence import RUN_ID_PATTERN, EvidenceStore
 from ..runs import RunManager, RunStatus
 from ..schemas import Contract
@@ -33,6 +40,8 @@ class RunHandlerBase(BaseHandler):
 
 class RunsHandler(RunHandlerBase):
     """POST /api/training/runs (start), GET (list, newest first)."""
+
+    query_parameters = frozenset({"limit", "cursor", "status"})
 
     async def post(self) -> None:
         """Start a run (or return the one its idempotency_key already started)."""
@@ -66,6 +75,8 @@ class RunHandler(RunHandlerBase):
 class RunMetricsHandler(RunHandlerBase):
     """GET /api/training/runs/{run_id}/metrics?after_step=N&limit=M."""
 
+    query_parameters = frozenset({"after_step", "limit"})
+
     async def get(self, run_id: str) -> None:
         """Loss and accuracy per logged step, eval per checkpoint, paginated by step."""
         run = self.find(run_id)
@@ -83,6 +94,22 @@ class CancelHandler(RunHandlerBase):
         self.find(run_id)
         run = await self.manager.cancel(run_id)
         self.write_json(run.to_json(), 200 if run.terminal else 202)
+
+
+class ResumeHandler(RunHandlerBase):
+    """POST /api/training/runs/{run_id}/resume."""
+
+    async def post(self, run_id: str) -> None:
+        """Continue an interrupted or failed run from its last checkpoint, under the same run id: 202 with the run,
+        queued again; 409 when the run is not interrupted or failed or has no checkpoint."""
+        self.find(run_id)
+        # No options: a resume continues the recorded config exactly, or it would not be the same run.
+        if self.request.body.strip() and self.parse_json_body() != {}:
+            raise ValidationFailed(
+                "resume takes no options (send no body, or {})", errors=[{"field": "(body)", "message": "not {}"}]
+            )
+        run = await self.manager.resume(run_id)
+        self.write_json(run.to_json(), 202)
 
 
 class CheckpointsHandler(RunHandlerBase):

@@ -33,6 +33,8 @@ def sse_frame(event: dict[str, Any], sse_id: str) -> str:
 class EventStreamHandler(BaseHandler):
     """The event stream of one run, or of all runs."""
 
+    query_parameters = frozenset({"run_id", "last_event_id"})
+
     def initialize(self, manager: RunManager, events: EventLog, heartbeat_s: float, retry_ms: int) -> None:
         """Dependencies from the route table."""
         self.manager = manager
@@ -73,12 +75,15 @@ class EventStreamHandler(BaseHandler):
             await self._follow_run(log, cursor)
 
     def _cursor(self, run_id: str, log: RunEvents) -> int:
-        raw = self.request.headers.get("Last-Event-ID")
-        if raw is None:
-            raw = self.get_query_argument("last_event_id", None)
-        if raw is None or raw.strip() == "":
-            return 0
-        match = _LAST_ID.match(raw.strip())
+        """Where the replay starts. `Last-Event-ID` wins over `?last_event_id=`, but each one given must be valid;
+        an empty one is none (a browser's EventSource sends none before its first event)."""
+        given = [self.request.headers.get("Last-Event-ID"), self.get_query_argument("last_event_id", None)]
+        cursors = [self._parse_cursor(run_id, log, raw.strip()) for raw in given if raw is not None and raw.strip()]
+        return cursors[0] if cursors else 0
+
+    @staticmethod
+    def _parse_cursor(run_id: str, log: RunEvents, raw: str) -> int:
+        match = _LAST_ID.match(raw)
         if not match or (match.group("run") and match.group("run") != run_id):
             raise InvalidLastEventId(f"Last-Event-ID {raw[:80]!r} is not an event id of run {run_id} (an integer)")
         cursor = int(match.group("id"))
