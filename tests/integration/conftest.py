@@ -14,20 +14,6 @@ import httpx
 import pytest
 from conformance_harness import RunningServer
 
-FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(scope="session")
-def fashion_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A dataset cache with the real Fashion-MNIST imported and verified, once per session."""
-    if not FASHION_MNIST.is_dir():
-        pytest.skip("the Debian package dataset-fashion-mnist is not installed")
-    from trainer_tinygrad.datasets import DatasetCache
-
-    root = tmp_path_factory.mktemp("conformance-datasets")
-    assert DatasetCache(root).import_dir("fashion-mnist", FASHION_MNIST).verified
-    return root
-
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -36,14 +22,14 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def reference_server(tmp_path_factory: pytest.TempPathFactory, fashion_data_dir: Path) -> Iterator[RunningServer]:
+def reference_server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[RunningServer]:
     """The real reference server on a free port, with its own evidence folder; stopped after the module."""
     root = tmp_path_factory.mktemp("conformance-server")
     port = _free_port()
     log = root / "server.log"
     env = {**os.environ, "MOCKS_DISABLED": "1", "DEV": os.environ.get("DEV", "CPU")}
     command = [sys.executable, "-m", "reference_server", "--host", "127.0.0.1", "--port", str(port),
-               "--evidence-dir", str(root / "evidence"), "--data-dir", str(fashion_data_dir)]  # fmt: skip
+               "--evidence-dir", str(root / "evidence"), "--data-dir", str(data_dir)]  # fmt: skip
     with log.open("wb") as sink:
         process = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT, env=env)
     server = RunningServer(f"http://127.0.0.1:{port}", root / "evidence", log, process)

@@ -18,7 +18,7 @@ import httpx
 
 from reference_server.schemas import Contract
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
 CONTRACT = Contract(REPO / "schemas")
 _LISTENING = re.compile(r"listening on http://([^ ]+)")

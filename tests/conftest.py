@@ -1,4 +1,6 @@
-"""Fixtures for the server tests: the real Fashion-MNIST in a temporary verified cache, and real servers."""
+"""Fixtures shared by every test folder: the real Fashion-MNIST in a temporary verified cache, and real servers.
+
+server_harness.py sits beside this file so that any test module can import it."""
 
 from __future__ import annotations
 
