@@ -45,6 +45,7 @@ test: setup
 	@$(BIN)/tox run -e lint,type,conformance,fuzz,py
 
 bench: setup
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
 	@$(BIN)/python -m benchmarks
 
 lint: $(STAMP)

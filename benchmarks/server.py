@@ -1,0 +1,112 @@
+"""A real reference server for benchmarks 2-5: `python -m reference_server` on a free port, in scratch folders.
+
+Its CPU time and memory are read from /proc (no psutil): the server process alone, not the trainers it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from benchmarks.workspace import REPO_ROOT, Workspace
+
+_LISTENING = re.compile(r"listening on http://([^ ]+)")
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
+
+
+class ReferenceServer:
+    """Start with `with ReferenceServer(ws, env) as server:`; `server.url` is its base URL."""
+
+    def __init__(self, ws: Workspace, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+        self.ws = ws
+        self.root = ws.scratch("server")
+        self.env = env or {}
+        self.args = args or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.log_path = self.root / "server.log"
+
+    def __enter__(self) -> ReferenceServer:
+        argv = [self.ws.python, "-m", "reference_server", "--host", "127.0.0.1", "--port", "0"]
+        argv += ["--evidence-dir", str(self.root / "evidence"), "--data-dir", str(self.ws.data_dir)]
+        argv += ["--work-dir", str(self.root / "work"), *self.args]
+        env = self.ws.env(MOCKS_DISABLED="1", **self.env)
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            match = _LISTENING.search(self.log())
+            if match:
+                self.url = "http://" + match.group(1)
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"reference server exited with {self.proc.returncode}: {self.log()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            raise TimeoutError(f"reference server did not listen within 120 s: {self.log()[-2000:]}")
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(self.url + "/readyz", timeout=30).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise TimeoutError(f"reference server not ready within 120 s: {self.log()[-2000:]}")
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def log(self) -> str:
+        """Everything the server logged so far."""
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def usage(self) -> dict[str, float]:
+        """The server process's own CPU seconds, current and peak resident memory (MiB), from /proc."""
+        assert self.proc is not None
+        pid = self.proc.pid
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / _CLK_TCK  # utime, stime
+        status = dict(
+            line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line
+        )
+        return {
+            "cpu_s": cpu,
+            "rss_mib": int(status["VmRSS"].split()[0]) / 1024,
+            "peak_rss_mib": int(status["VmHWM"].split()[0]) / 1024,
+        }
+
+
+def start_run(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    """POST a run; its JSON (raises on anything but 200/201/202)."""
+    response = client.post("/api/training/runs", json=body)
+    if response.status_code not in (200, 201, 202):
+        raise RuntimeError(f"POST /api/training/runs: {response.status_code} {response.text[:500]}")
+    return dict(response.json())
+
+
+def wait_terminal(client: httpx.Client, run_id: str, timeout: float = 600, poll_s: float = 0.05) -> dict[str, Any]:
+    """Poll a run until it is in a terminal status; its JSON."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = dict(client.get(f"/api/training/runs/{run_id}").json())
+        if run["status"] in TERMINAL:
+            return run
+        time.sleep(poll_s)
+    raise TimeoutError(f"run {run_id} did not end within {timeout} s")

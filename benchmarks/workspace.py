@@ -1,0 +1,72 @@
+"""What every benchmark shares: the options it was asked for, a verified dataset cache, scratch space, child env."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trainer_tinygrad.datasets import DatasetCache
+
+#: Fashion-MNIST from the Debian package: imported into scratch space when the default cache lacks it.
+FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Options:
+    """How long and how often to measure; recorded in every result file."""
+
+    quick: bool = False
+    repeats: int = 3
+    convnet_steps: int = 40  # throughput runs of the convnet (each side, cold and warm)
+    convnet_accuracy_budget_s: float = 900  # per framework, for time to 89%; 0 skips it
+    beam: bool = True  # the BEAM lever (a cold kernel search takes minutes)
+    sse_subscribers: tuple[int, ...] = (1, 100, 1000)
+
+    def to_json(self) -> dict[str, Any]:
+        """The options as a JSON object."""
+        return asdict(self)
+
+
+class Workspace:
+    """A scratch folder, a data cache holding verified Fashion-MNIST, and the environment for child processes."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._tmp = tempfile.TemporaryDirectory(prefix="trainer-bench-")
+        self.root = Path(self._tmp.name)
+        self.python = sys.executable
+        self._data_dir: Path | None = None
+
+    def close(self) -> None:
+        """Remove the scratch folder."""
+        self._tmp.cleanup()
+
+    def scratch(self, name: str) -> Path:
+        """A fresh folder under the scratch root."""
+        path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
+        return path
+
+    @property
+    def data_dir(self) -> Path:
+        """A dataset cache where fashion-mnist is verified: the default one, else an import into scratch space."""
+        if self._data_dir is None:
+            cache = DatasetCache()
+            if cache.status("fashion-mnist").verified:
+                self._data_dir = cache.root
+            else:
+                root = self.root / "datasets"
+                status = DatasetCache(root).import_dir("fashion-mnist", FASHION_MNIST_DIR)
+                if not status.verified:
+                    raise RuntimeError(f"fashion-mnist could not be verified in {root}")
+                self._data_dir = root
+        return self._data_dir
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a child: this one, the repo on PYTHONPATH (for `-m benchmarks.*`), plus `extra`."""
+        path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+        return {**os.environ, "PYTHONPATH": path, **extra}

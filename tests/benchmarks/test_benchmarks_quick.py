@@ -1,0 +1,83 @@
+"""The cheap benchmarks in `--quick` mode, end to end through `python -m benchmarks`: real data, real runs.
+
+PyTorch is a benchmark-only dependency: the trainer-vs-torch test is skipped (saying how to install it) when it is
+absent, and nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+needs_data = pytest.mark.skipif(
+    not FASHION_MNIST.is_dir(), reason="the Debian package dataset-fashion-mnist is not installed"
+)
+
+
+def run_benchmarks(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`python -m benchmarks ARGS --quick --out tmp`, with an empty default data cache (it imports its own)."""
+    env = {**os.environ, "TRAINER_DATA_DIR": str(tmp_path / "no-cache")}
+    argv = [sys.executable, "-m", "benchmarks", *args, "--quick", "--out", str(tmp_path / "results")]
+    return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
+
+
+def load(tmp_path: Path, name: str) -> dict[str, Any]:
+    """A saved result document."""
+    return dict(json.loads((tmp_path / "results" / f"{name}.json").read_text()))
+
+
+def test_unknown_benchmark_is_refused_with_the_list(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "no-such-benchmark")
+    assert proc.returncode == 2
+    assert "unknown benchmark no-such-benchmark" in proc.stderr
+    assert "verification" in proc.stderr
+
+
+@needs_data
+def test_verification_quick_measures_the_cache_and_sha256sum(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "verification")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "verification")
+    rows = {row["method"]: row for row in doc["rows"]}
+    cache = rows["DatasetCache.verify(force=True)"]
+    assert cache["mb"] > 30  # the four real Fashion-MNIST archives
+    assert cache["mb_per_s"] > 0
+    assert rows["DatasetCache.status() with valid stamps"]["seconds"] < cache["seconds"]
+    if "sha256sum (coreutils)" in rows:
+        assert rows["sha256sum (coreutils)"]["vs_sha256sum"] == pytest.approx(1.0)
+    assert "### Dataset verification throughput" in proc.stdout
+    assert (tmp_path / "results" / "verification.md").is_file()
+    assert "verification" in (tmp_path / "results" / "summary.md").read_text()
+
+
+@needs_data
+@pytest.mark.slow
+@pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is a benchmark-only dependency: pip install -r benchmarks/requirements.txt",
+)
+def test_training_quick_compares_the_trainer_with_torch(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "training")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "training")
+    assert doc["status"] == "ok", doc["notes"]
+    rows = {row["framework"]: row for row in doc["rows"]}
+    for framework in ("tinygrad", "torch"):
+        row = rows[framework]
+        assert row["samples_per_s"] > 0
+        assert row["eval_samples_per_s"] > 0
+        assert row["peak_rss_mib"] > 10
+        assert 0.3 < row["final_accuracy"] <= 1.0  # 30 real steps on Fashion-MNIST: far above chance (0.1)
+    assert rows["ratio tinygrad/torch"]["samples_per_s"] > 0
+    runs = doc["details"]["mlp"]["runs"]
+    assert [r["returncode"] for figures in runs.values() for r in figures] == [0, 0]  # tinygrad, torch
