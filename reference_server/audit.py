@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from .evidence import CHECKPOINTS, EVENTS, MANIFEST, RUN_ID_PATTERN, sha256_file
+from trainer_tinygrad.files import sha256_file
+
+from .evidence import CHECKPOINTS, EVENTS, MANIFEST, RUN_ID_PATTERN
 from .schemas import Contract, default_contract
 
 #: A finding's state; everything but OK makes the folder fail.

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trainer_tinygrad.files import fsync_dir, sha256_file, write_atomic
+
 from .schemas import Contract
 
 log = logging.getLogger(__name__)
@@ -57,40 +59,6 @@ class StoredRun:
     config: dict[str, Any]
     events: list[dict[str, Any]]
     torn_tail: bool
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """(hex sha256, size in bytes) of a file, read in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` whole or not at all: temp file beside it, fsync, rename, fsync the directory."""
-    tmp = path.with_name(f".{path.name}.tmp-{secrets.token_hex(4)}")
-    try:
-        with tmp.open("wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        tmp.replace(path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def dumps(document: Any) -> bytes:
@@ -217,7 +185,7 @@ class EvidenceStore:
             raise CheckpointRejected(f"checkpoint {name}: cannot copy from {source}: {exc}") from exc
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_dir(target.parent)
+        fsync_dir(target.parent)
         return target
 
     def write_trainer_log(self, run_id: str, text: str) -> None:
@@ -231,7 +199,7 @@ class EvidenceStore:
         an ended run, and recovery trusts that)."""
         directory = self.run_dir(run_id)
         (directory / MANIFEST).unlink(missing_ok=True)
-        _fsync_dir(directory)
+        fsync_dir(directory)
 
     def write_manifest(self, run_id: str, status: str, created_at: str) -> dict[str, Any]:
         """manifest.json, last: every other file of the run with bytes and sha256. Blocking: use an executor."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer_tinygrad.config import resolve_config
+from trainer_tinygrad.files import sha256_file
 
 from . import clock
 from .datasets import DatasetCatalog
@@ -41,7 +42,7 @@ from .errors import (
     RunNotResumable,
 )
 from .events import EventLog
-from .evidence import CHECKPOINTS, CheckpointRejected, EvidenceStore, sha256_file
+from .evidence import CHECKPOINTS, CheckpointRejected, EvidenceStore
 from .process import TrainerProcess
 from .provenance import ServiceProvenance
 

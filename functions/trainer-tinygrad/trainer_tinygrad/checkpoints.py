@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ import safetensors.numpy
 from tinygrad import Tensor
 from tinygrad.nn.optim import LAMB, LARS, Optimizer
 
+from trainer_tinygrad import files
 from trainer_tinygrad.config import config_hash
 from trainer_tinygrad.models import Model, state_tensors
 from trainer_tinygrad.protocol import tinygrad_version, utc_now
@@ -85,23 +85,10 @@ def metadata(
 
 
 def write(path: Path, tensors: Mapping[str, Tensor], meta: Mapping[str, str]) -> CheckpointFile:
-    """Write a checkpoint atomically: `<name>.tmp` in the same folder, fsync, rename, fsync the folder."""
+    """Write a checkpoint atomically (a temp file in the same folder, fsync, rename, fsync the folder)."""
     arrays = {name: np.ascontiguousarray(t.numpy(), dtype=np.float32) for name, t in tensors.items()}
     data = safetensors.numpy.save(arrays, metadata=dict(meta))
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    files.write_atomic(path, data)
     return CheckpointFile(path=path.resolve(), sha256=hashlib.sha256(data).hexdigest(), bytes=len(data))
 
 

@@ -18,12 +18,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..files import copy_atomic_tmp, publish, write_atomic
 from . import download
 from .errors import ChecksumMismatch, DatasetNotAvailable
 from .manifest import FileSpec, Manifest
 from .provenance import utc_timestamp
 from .sources import KNOWN_SOURCES, KnownSource
-from .storage import copy_atomic_tmp, publish, write_atomic
 from .verification import FileVerification, verify_file
 
 ENV_DATA_DIR = "TRAINER_DATA_DIR"

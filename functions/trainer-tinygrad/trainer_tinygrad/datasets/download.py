@@ -18,9 +18,9 @@ import urllib.request
 from pathlib import Path
 from typing import TextIO
 
+from ..files import fsync_dir, publish
 from .errors import FetchFailed
 from .manifest import FileSpec
-from .storage import fsync_dir, publish
 from .verification import FileVerification, verify_file
 
 #: Tries per mirror: the first, then resumes after a connection that dropped mid-body.

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from ..files import sha256_file
 from .manifest import FileSpec
 
 _CHUNK = 1 << 20
@@ -30,17 +31,6 @@ class FileVerification:
     def ok(self) -> bool:
         """Whether the file is an accepted copy of its manifest entry."""
         return self.matched is not None
-
-
-def sha256_file(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of a file, streamed."""
-    digest = hashlib.sha256()
-    size = 0
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
 
 
 def _payload_sha256(path: Path) -> tuple[str | None, str | None]:

@@ -1,11 +1,18 @@
-"""Atomic writes into the cache: a reader never sees half a file (temp file in the same dir, fsync, rename)."""
+"""Files written whole or not at all, and hashed as streams: shared by the dataset cache, checkpoints and the
+server's evidence writer. A reader never sees half a file (temp file in the same dir, fsync, rename).
+
+Standard library only: the reference server imports it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
+
+_CHUNK = 1 << 20
 
 
 def fsync_dir(directory: Path) -> None:
@@ -29,7 +36,7 @@ def temp_file(directory: Path, stem: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=directory)
     os.close(fd)
-    # mkstemp makes 0600 files; cached datasets are shared read-only data (the server and runs read them).
+    # mkstemp makes 0600 files; datasets, checkpoints and evidence are read by other processes and users.
     path = Path(name)
     path.chmod(0o644)
     return path
@@ -62,3 +69,14 @@ def copy_atomic_tmp(src: Path, directory: Path) -> Path:
         tmp.unlink(missing_ok=True)
         raise
     return tmp
+
+
+def sha256_file(path: Path) -> tuple[str, int]:
+    """SHA-256 (hex) and size of a file, streamed in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as fh:
+        while chunk := fh.read(_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
