@@ -6,6 +6,7 @@ Prints the verdict and the evidence paths; exits non-zero when any check failed 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import socket
@@ -93,7 +94,10 @@ def main() -> int:
         cwd=ROOT, check=False,
     )  # fmt: skip
     verdict = "PASSED" if gate.returncode == 0 else "FAILED (gate)"
-    print(f"verify: {verdict}; evidence: {evidence / 'phase1' / 'verify' / sha}", flush=True)
+    folder = evidence / "phase1" / "verify" / sha
+    for run in json.loads((folder / "report.json").read_text()).get("runs", []):
+        print(f"verify: {run['role']} run {run['run_id']} {run['status']}: {evidence / 'training' / run['run_id']}")
+    print(f"verify: {verdict}; evidence: {folder}", flush=True)
     return gate.returncode
 
 
