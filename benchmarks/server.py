@@ -6,8 +6,6 @@ Its CPU time and memory are read from /proc (no psutil): the server process alon
 from __future__ import annotations
 
 import os
-import re
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -17,8 +15,8 @@ from typing import Any
 import httpx
 
 from benchmarks.workspace import REPO_ROOT, Workspace
+from reference_server.launcher import LaunchedServer, launch
 
-_LISTENING = re.compile(r"listening on http://([^ ]+)")
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 
@@ -34,44 +32,21 @@ class ReferenceServer:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.root / "server.log"
+        self._launched: LaunchedServer
 
     def __enter__(self) -> ReferenceServer:
-        argv = [self.ws.python, "-m", "reference_server", "--host", "127.0.0.1", "--port", "0"]
-        argv += ["--evidence-dir", str(self.root / "evidence"), "--data-dir", str(self.ws.data_dir)]
-        argv += ["--work-dir", str(self.root / "work"), *self.args]
+        args = ["--evidence-dir", str(self.root / "evidence"), "--data-dir", str(self.ws.data_dir)]
+        args += ["--work-dir", str(self.root / "work"), *self.args]
         env = self.ws.env(MOCKS_DISABLED="1", **self.env)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO_ROOT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            match = _LISTENING.search(self.log())
-            if match:
-                self.url = "http://" + match.group(1)
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"reference server exited with {self.proc.returncode}: {self.log()[-2000:]}")
-            time.sleep(0.05)
-        else:
-            raise TimeoutError(f"reference server did not listen within 120 s: {self.log()[-2000:]}")
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.url + "/readyz", timeout=30).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise TimeoutError(f"reference server not ready within 120 s: {self.log()[-2000:]}")
+        launched = launch(args, log_path=self.log_path, env=env, cwd=REPO_ROOT, python=self.ws.python, timeout=120)
+        self.proc, self.url = launched.proc, launched.url
+        self._launched = launched
+        return self
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        self._launched.stop(timeout=60)
 
     def log(self) -> str:
         """Everything the server logged so far."""

@@ -33,11 +33,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
+from reference_server.launcher import LaunchError, launch
+
 REPO = Path(__file__).resolve().parents[1]
-LISTENING = re.compile(r"listening on http://127\.0\.0\.1:(\d+)")
 
 
 # ----- the server under load -----
@@ -66,34 +68,18 @@ class Server:
 
 
 def start_server(root: Path, data_dir: Path | None, subscribers: int) -> Server:
-    log = root / "server.log"
-    argv = [sys.executable, "-m", "reference_server", "--host", "127.0.0.1", "--port", "0"]
-    argv += ["--evidence-dir", str(root / "evidence"), "--work-dir", str(root / "work")]
-    argv += ["--max-sse-subscribers", str(subscribers + 50)]
+    args = ["--evidence-dir", str(root / "evidence"), "--work-dir", str(root / "work")]
+    args += ["--max-sse-subscribers", str(subscribers + 50)]
     if data_dir is not None:
-        argv += ["--data-dir", str(data_dir)]
+        args += ["--data-dir", str(data_dir)]
     env = {**os.environ, "MOCKS_DISABLED": "1", "DEV": os.environ.get("DEV", "CPU")}
-    with log.open("wb") as sink:
-        proc = subprocess.Popen(argv, stdout=sink, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        match = LISTENING.search(log.read_text(errors="replace"))
-        if match:
-            server = Server(proc, int(match.group(1)), log)
-            break
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        time.sleep(0.05)
-    else:
-        raise SystemExit("the server did not listen within 60 s")
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(server.url + "/readyz", timeout=10).status_code == 200:
-                return server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"the server is not ready: {httpx.get(server.url + '/readyz').text}")
+    try:
+        launched = launch(args, log_path=root / "server.log", env=env, cwd=REPO)
+    except LaunchError as err:
+        raise SystemExit(str(err)) from None
+    port = urlsplit(launched.url).port
+    assert port is not None
+    return Server(launched.proc, port, launched.log_path)
 
 
 # ----- subscribers -----

@@ -7,7 +7,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -16,12 +15,12 @@ from typing import Any
 
 import httpx
 
+from reference_server.launcher import LaunchedServer, launch
 from reference_server.schemas import Contract
 
 REPO = Path(__file__).resolve().parents[1]
 HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
 CONTRACT = Contract(REPO / "schemas")
-_LISTENING = re.compile(r"listening on http://([^ ]+)")
 
 
 @dataclass
@@ -35,6 +34,7 @@ class ServerProcess:
     extra_args: list[str] = field(default_factory=list)
     env: dict[str, str | None] = field(default_factory=dict)  # None removes the variable
     proc: subprocess.Popen[bytes] | None = None
+    launched: LaunchedServer | None = None
     url: str = ""
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
@@ -46,28 +46,10 @@ class ServerProcess:
                 env.pop(name, None)
             else:
                 env[name] = value
-        argv = [sys.executable, "-m", "reference_server", "--host", "127.0.0.1", "--port", "0"]
-        argv += ["--evidence-dir", str(self.evidence_dir), "--data-dir", str(self.data_dir)]
-        argv += ["--work-dir", str(self.work_dir), *self.extra_args]
-        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            text = self.log_path.read_bytes()[offset:].decode(errors="replace")
-            match = _LISTENING.search(text)
-            if match:
-                self.url = "http://" + match.group(1)
-                break
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{text}")
-            time.sleep(0.05)
-        else:
-            raise TimeoutError(f"server did not listen within {timeout} s:\n{self.log()}")
-        while wait_ready and time.monotonic() < deadline:
-            if httpx.get(self.url + "/readyz", timeout=10).status_code == 200:
-                break
-            time.sleep(0.2)
+        args = ["--evidence-dir", str(self.evidence_dir), "--data-dir", str(self.data_dir)]
+        args += ["--work-dir", str(self.work_dir), *self.extra_args]
+        self.launched = launch(args, log_path=self.log_path, env=env, cwd=REPO, timeout=timeout, wait_ready=wait_ready)
+        self.proc, self.url = self.launched.proc, self.launched.url
         return self
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
