@@ -389,7 +389,7 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     assert health["status"] == "ok" and health["mocks"] is False and health["phase"] == "stage1"
     ready = check_json(client.get("/readyz"), "health.schema.json")
     assert ready["status"] == "ready" and all(c["ok"] for c in ready["checks"].values())
-    assert set(ready["checks"]) == {"evidence_dir", "device", "datasets"}
+    assert set(ready["checks"]) == {"evidence_dir", "disk_space", "device", "datasets"}
     assert "fashion-mnist" in ready["checks"]["datasets"]["detail"]
 
 

@@ -13,7 +13,7 @@ from typing import Any, TextIO
 #: Exit codes, one per terminal event.
 EXIT_FINISHED = 0
 EXIT_FAILED = 1
-EXIT_INVALID_SPEC = 2
+EXIT_INVALID_CONFIG = 2
 EXIT_CANCELLED = 3
 
 
