@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
@@ -12,6 +13,7 @@ import math
 import os
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,12 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 JSON_TYPE = "application/json; charset=utf-8"
 PROBLEM_TYPE = "application/problem+json; charset=utf-8"
 _CHUNK = 64 * 1024
+#: Kernel send buffers of long responses. Loopback and LAN sockets autotune theirs up to 4 MiB, which would let a
+#: client that never reads park megabytes in the kernel before the write deadline could notice it; capped, a stalled
+#: client blocks our flush after a few hundred KiB and is dropped. Event streams carry small events; downloads get
+#: more room (512 KiB in flight: 10 MB/s at a 50 ms round trip).
+STREAM_SEND_BUFFER = 64 * 1024
+DOWNLOAD_SEND_BUFFER = 256 * 1024
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HANDLED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
@@ -234,6 +242,14 @@ class BaseHandler(RequestHandler):
         self.set_header("Content-Type", JSON_TYPE)
         self.finish(json.dumps(document, allow_nan=False, separators=(",", ":")))
 
+    def limit_send_buffer(self, size: int) -> None:
+        """Cap this connection's kernel send buffer (see STREAM_SEND_BUFFER)."""
+        stream = getattr(self.request.connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
     async def flush_or_drop(self) -> bool:
         """Flush what was written; False when the client is gone, or has left sent data unread for longer than the
         write deadline: then its connection is closed, freeing its slot and file descriptor."""
@@ -265,7 +281,9 @@ class BaseHandler(RequestHandler):
         with path.open("rb") as handle:
             size = os.fstat(handle.fileno()).st_size
             if sha256 is None:
-                digest, _ = await asyncio.get_running_loop().run_in_executor(None, sha256_fd, handle.fileno(), size)
+                digest, _ = await asyncio.get_running_loop().run_in_executor(
+                    None, sha256_fd, handle.fileno(), size, _CHUNK
+                )
             else:
                 digest = sha256
             self.set_header("Content-Type", content_type)
@@ -276,6 +294,7 @@ class BaseHandler(RequestHandler):
                 self.set_header("Content-Disposition", f'attachment; filename="{download_name}"')
             if self.request.method == "HEAD":
                 return
+            self.limit_send_buffer(DOWNLOAD_SEND_BUFFER)
             sent = 0
             while sent < size:
                 chunk = os.pread(handle.fileno(), min(_CHUNK, size - sent), sent)

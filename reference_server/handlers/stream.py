@@ -25,7 +25,7 @@ from ..errors import InvalidLastEventId, InvalidParameter, RunNotFound
 from ..events import EventLog, RunEvents
 from ..lifecycle import RUN_ID_PATTERN
 from ..runs import RunManager
-from .base import BaseHandler
+from .base import STREAM_SEND_BUFFER, BaseHandler
 
 _LAST_ID = re.compile(rf"^(?:(?P<run>{RUN_ID_PATTERN.pattern.strip('^$')}):)?(?P<id>[0-9]{{1,18}})$")
 #: Events per write while replaying: bounds what one stream buffers.
@@ -116,6 +116,7 @@ class EventStreamHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
         if self.request.method != "HEAD":
+            self.limit_send_buffer(STREAM_SEND_BUFFER)
             self.write(f": trainer-tinygrad events\nretry: {self.retry_ms}\n\n")
 
     async def _send(self, text: str) -> bool:

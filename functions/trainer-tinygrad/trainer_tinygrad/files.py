@@ -71,13 +71,13 @@ def copy_atomic_tmp(src: Path, directory: Path) -> Path:
     return tmp
 
 
-def sha256_fd(fd: int, size: int | None = None) -> tuple[str, int]:
+def sha256_fd(fd: int, size: int | None = None, chunk_bytes: int = _CHUNK) -> tuple[str, int]:
     """SHA-256 (hex) and byte count of an open file from its start, up to `size` bytes (all of it when None),
-    read in 1 MiB chunks without moving the file's offset."""
+    read in chunks (1 MiB unless told) without moving the file's offset."""
     digest = hashlib.sha256()
     offset = 0
     while size is None or offset < size:
-        chunk = os.pread(fd, _CHUNK if size is None else min(_CHUNK, size - offset), offset)
+        chunk = os.pread(fd, chunk_bytes if size is None else min(chunk_bytes, size - offset), offset)
         if not chunk:
             break
         digest.update(chunk)
