@@ -10,6 +10,7 @@ answers strangers too, so its details name no path of this machine.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,6 +22,13 @@ from .executors import Executor
 from .provenance import ServiceProvenance
 
 _MIB = 1 << 20
+#: An absolute path inside a message (a probe's stderr, an OS error): readiness shows "<path>" instead.
+_PATH = re.compile(r"(?<![\w.])/(?:[\w.@+-]+/)*[\w.@+-]+")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute file system path replaced by `<path>`."""
+    return _PATH.sub("<path>", text)
 
 
 class Readiness:
@@ -105,7 +113,7 @@ class Readiness:
         if bad:
             detail += "; not verified: " + "; ".join(f"{name} ({why})" for name, why in bad.items())
         checks["datasets"] = {"ok": bool(good), "detail": detail}
-        return checks
+        return {name: check | {"detail": without_paths(check["detail"])} for name, check in checks.items()}
 
     def _space(self) -> dict[str, Any]:
         try:

@@ -189,11 +189,11 @@ class BaseHandler(RequestHandler):
 
     # ----- JSON in -----
     def json_body(self, schema: str, contract: Contract) -> dict[str, Any]:
-        """The request body as a JSON object valid against `schema`; an empty body is `{}`.
+        """The request body as a JSON object valid against `schema`; no body at all is `{}` (blank space is not JSON).
 
         400 for bytes that are not JSON, 415 for a body that does not say it is JSON, 422 naming each field that
         breaks the schema."""
-        if not self.request.body.strip():
+        if not self.request.body:
             return {}
         value = self.parse_json_body()
         errors = contract.errors(schema, value)

@@ -122,7 +122,7 @@ class ResumeHandler(RunHandlerBase):
         queued again; 409 when the run is not interrupted or failed or has no checkpoint."""
         self.find(run_id)
         # No options: a resume continues the recorded config exactly, or it would not be the same run.
-        if self.request.body.strip() and self.parse_json_body() != {}:
+        if self.request.body and self.parse_json_body() != {}:
             raise ValidationFailed(
                 "resume takes no options (send no body, or {})", errors=[{"field": "(body)", "message": "not {}"}]
             )

@@ -58,6 +58,7 @@ INVALID = "validation_failed"
 CASES = [
     # malformed JSON: 400
     post("truncated-object", '{"steps": 10', 400, BAD),
+    post("blank-body", " \n", 400, BAD),
     post("trailing-comma", '{"steps": 10,}', 400, BAD),
     post("single-quotes", "{'steps': 10}", 400, BAD),
     post("form-encoded-as-json", "steps=10&model=mlp", 400, BAD),
