@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado.locks import Condition
+from trainer_tinygrad.clock import utc_now
 
-from . import clock
 from .errors import TooManySubscribers
 from .evidence import EvidenceStore
 
@@ -31,7 +31,7 @@ EVENT_TYPES = ("status", "metric", "checkpoint", "end")
 
 def new_event(run_id: str, event_id: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
     """An event as the log stores it, stamped now."""
-    return {"id": event_id, "run_id": run_id, "type": type_, "time": clock.now(), "data": data}
+    return {"id": event_id, "run_id": run_id, "type": type_, "time": utc_now(), "data": data}
 
 
 @dataclass

@@ -15,7 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import clock
+from trainer_tinygrad.clock import utc_now
+
 from .datasets import DatasetCatalog
 from .evidence import EvidenceStore
 from .executors import Executor
@@ -81,7 +82,7 @@ class Readiness:
             "phase": "stage1",
             "version": self.identity.versions.get("service", "unknown"),
             "commit": self.identity.commit,
-            "time": clock.now(),
+            "time": utc_now(),
         }
 
     def space_wanted(self) -> int:

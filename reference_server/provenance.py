@@ -28,7 +28,7 @@ def package_version(name: str) -> str:
         return "unknown"
 
 
-SERVICE_VERSION = package_version("trainer-tinygrad")
+SERVICE_VERSION = package_version("trainer-tinygrad-server")
 
 
 def _git(args: list[str], cwd: Path) -> bytes | None:

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonschema.exceptions import ValidationError
+from trainer_tinygrad.clock import utc_now
 from trainer_tinygrad.config import resolve_config
 from trainer_tinygrad.files import sha256_file
 
-from . import clock
 from .datasets import DatasetCatalog
 from .errors import (
     EvidenceDamagedError,
@@ -201,7 +201,7 @@ class RunManager:
         run_id = new_run_id()
         while run_id in self.runs or run_id in self.damaged:
             run_id = new_run_id()
-        created = clock.now()
+        created = utc_now()
         config_doc: dict[str, Any] = {
             "run_id": run_id,
             "config": config,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .. import clock
+from trainer_tinygrad.clock import utc_now
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class FolderLock:
         previous = _read_holder(fd)
         if previous:
             log.warning("took over the evidence folder lock left by %s (no longer running)", _describe(previous))
-        label = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": clock.now(), "commit": commit}
+        label = {"pid": os.getpid(), "host": socket.gethostname(), "started_at": utc_now(), "commit": commit}
         try:
             os.ftruncate(fd, 0)
             os.pwrite(fd, (json.dumps(label) + "\n").encode(), 0)

@@ -33,7 +33,7 @@ from typing import Any, BinaryIO
 
 from trainer_tinygrad.files import fsync_dir, sha256_file, write_atomic
 
-from .. import clock
+from trainer_tinygrad.clock import utc_now
 from ..lifecycle import RUN_ID_PATTERN
 from ..schemas import Contract
 from .integrity import log_problems
@@ -400,7 +400,7 @@ class EvidenceStore:
         self._forget_log(run_id)
         directory = self.run_dir(run_id)
         repair = {
-            "time": clock.now(),
+            "time": utc_now(),
             "file": EVENTS,
             "action": "cut_torn_tail",
             "kept_bytes": kept_bytes,
