@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml functions/trainer-tinygrad/pyproject.toml conformance/p
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-e ./functions/trainer-tinygrad -e '.[dev]' -e ./conformance
+		-e ./functions/trainer-tinygrad -e '.[dev,ray]' -e ./conformance
 	@touch $@
 
 datasets: $(STAMP)
@@ -43,7 +43,7 @@ verify: setup
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
 
 test: setup
-	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,py
+	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,py,ray
 
 bench: setup
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt

@@ -46,6 +46,11 @@ class Settings:
     shutdown_drain_s: float = 10.0
     min_free_bytes: int = 64 << 20
     trainer_nice: int = 10
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus_per_run: float = 1.0
+    auto_resume: bool = False
+    max_auto_resumes: int = 3
     api_token: str | None = None
     protect_reads: bool = False
     log_level: str = "INFO"
@@ -66,9 +71,11 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     shown_default: str | None = None  # when the dataclass default is computed elsewhere (None)
+    choices: tuple[str, ...] = ()
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EXECUTORS = ("local", "ray")
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", "TRAINER_HOST", "address to listen on"),
@@ -120,6 +127,15 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=19,
     ),
+    Option("executor", "TRAINER_EXECUTOR", "where trainers run: local (child processes) or ray", choices=EXECUTORS),
+    Option(
+        "ray_address",
+        "TRAINER_RAY_ADDRESS",
+        "the Ray cluster's address, HOST:PORT (with --executor ray; unset: the cluster `ray start` left on this host)",
+    ),
+    Option("ray_cpus_per_run", "TRAINER_RAY_CPUS_PER_RUN", "CPUs Ray reserves for each run's trainer", minimum=0.01),
+    Option("auto_resume", "TRAINER_AUTO_RESUME", "a run whose node is lost resumes by itself (a run's own default)"),
+    Option("max_auto_resumes", "TRAINER_MAX_AUTO_RESUMES", "automatic resumes a run may have", minimum=0, maximum=100),
     Option(
         "api_token",
         "TRAINER_API_TOKEN",
@@ -178,6 +194,8 @@ def _convert(option: Option, raw: str) -> Any:
             raise ValueError("not 1/0, true/false or yes/no")
         return text.lower() in ("1", "true", "yes")
     if kind == "str":
+        if option.choices and text not in option.choices:
+            raise ValueError(f"not one of {', '.join(option.choices)}")
         return text
     try:
         value: float = int(text, 10) if kind == "int" else float(text)
@@ -221,11 +239,15 @@ def parser() -> argparse.ArgumentParser:
             except ValueError as exc:
                 raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
 
+        described = f"{option.help} [{option.env}, default {_shown_default(option)}]"
+        if _kind(option.name) == "bool":
+            p.add_argument(_flag_name(option), action=argparse.BooleanOptionalAction, default=None, help=described)
+            continue
         p.add_argument(
             _flag_name(option),
             type=convert,
-            metavar=_kind(option.name).upper() if _kind(option.name) != "str" else "TEXT",
-            help=f"{option.help} [{option.env}, default {_shown_default(option)}]",
+            metavar="|".join(option.choices) or (_kind(option.name).upper() if _kind(option.name) != "str" else "TEXT"),
+            help=described,
         )
     return p
 
@@ -260,6 +282,8 @@ def _check(s: Settings) -> None:
         )
     if s.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"TRAINER_LOG_LEVEL={s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if s.executor == "local" and s.ray_address:
+        raise ConfigError("TRAINER_RAY_ADDRESS is set but the executor is local; add --executor ray")
 
 
 def log_level(settings: Settings) -> int:
