@@ -53,7 +53,7 @@ def test_passing_and_failing_targets_exit_0_and_1_naming_the_evidence(
     with ScriptedTarget(Breakage(mocks=True)) as bad:
         assert main(["--base-url", bad.url, "--out", str(tmp_path), "--check", "health"]) == 1
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert "FAILED 3 of 3 checks (health.liveness, health.readiness, health.headers)" in line
+    assert "FAILED 3 of 4 checks (health.liveness, health.readiness, health.headers)" in line
     # Without --commit the folder is named by the target's X-Commit-SHA.
     assert (tmp_path / "abc1234def5678" / "report.json").is_file()
 

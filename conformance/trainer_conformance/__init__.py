@@ -3,11 +3,11 @@
 It needs only HTTP access to the target: it never imports the server or tinygrad. Public names:
 """
 
-from .client import Exchange, ProbeRecorder, RecordingClient
 from .contract import Contract, schemas_dir
 from .failures import CheckFailure, CheckSkipped, ConformanceError, SuiteError, TargetUnreachable
 from .gate import GateOutcome, run_gate
 from .inference import Checkpoint, evaluate, logits_for, open_checkpoint
+from .probes import Exchange, ProbeRecorder, RecordingClient
 from .published import PublishedManifest, manifest_path, read_idx
 from .registry import CHECKS, Check, check, select
 from .runner import SuiteOutcome, run_suite

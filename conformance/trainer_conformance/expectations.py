@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 
-from .client import Exchange
 from .contract import Contract
 from .failures import CheckFailure
+from .probes import Exchange
 
 _CHECKPOINT_PATH = re.compile(r"^/api/training/runs/[^/]+/checkpoints/[^/]+$")
 #: Response kinds of the header contract, by media type.

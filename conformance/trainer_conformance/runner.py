@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from . import checks as _checks  # noqa: F401  (registers every check)
-from .client import ProbeRecorder, RecordingClient, utc_now
 from .contract import Contract, default_contract
 from .failures import CheckFailure, CheckSkipped, SuiteError, TargetUnreachable
 from .folder import VerifyFolder
 from .owners import CodeOwners
+from .probes import ProbeRecorder, RecordingClient, utc_now
 from .published import PublishedManifest
 from .registry import Check, select
 from .report import (

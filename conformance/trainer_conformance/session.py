@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-from .client import Exchange, RecordingClient
 from .contract import Contract
 from .failures import CheckFailure, CheckSkipped, TargetUnreachable
 from .folder import VerifyFolder
 from .inference import Checkpoint, CheckpointError, open_checkpoint
+from .probes import Exchange, RecordingClient
 from .published import PublishedManifest
 from .stream import STALL_S, StreamRecording, read_event_stream
 
@@ -289,6 +289,13 @@ class Session:
             raise CheckSkipped(f"the {role} run did not finish (see runs.finishes)")
         return observed
 
+    def main_stream(self, *, finished: bool = False) -> tuple[RunObservation, StreamRecording]:
+        """The main run and its SSE recording; skips the calling check when the stream was not read."""
+        main = self.run("main", finished=finished)
+        if main.stream is None:
+            raise CheckSkipped("the main run's stream was not read")
+        return main, main.stream
+
     def metrics(self, run: RunObservation, limit: int = 100) -> MetricsHistory:
         """Every page of a run's metrics, following `next_after_step` (cached)."""
         assert run.run_id is not None
@@ -363,6 +370,10 @@ class Session:
                 error=error,
             )
         return self._checkpoints[key]
+
+    def checkpoint_downloads(self, run: RunObservation) -> list[tuple[dict[str, Any], DownloadedCheckpoint]]:
+        """Every listed checkpoint of `run` with its download, in step order."""
+        return [(entry, self.checkpoint(run, entry["name"])) for entry in self.listed_checkpoints(run)]
 
     def downloaded_checkpoints(self) -> dict[tuple[str, str], DownloadedCheckpoint]:
         """Every checkpoint downloaded so far, by (run_id, name)."""

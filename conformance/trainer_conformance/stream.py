@@ -15,9 +15,9 @@ from typing import Any
 
 import httpx
 
-from .client import Exchange, RecordingClient
 from .failures import TargetUnreachable
 from .folder import VerifyFolder
+from .probes import Exchange, RecordingClient
 from .sse import ServerSentEvent, SSEDecoder
 
 #: How long to wait for the server to close the stream after the final `end` event.
@@ -35,6 +35,20 @@ class ReceivedEvent:
     sse: ServerSentEvent
     payload: Any = None
     parse_error: str | None = None
+
+    @property
+    def state_key(self) -> tuple[str, Any] | None:
+        """What training state the event carries: (type, step) for metric/checkpoint, (type, status) for
+        status/end; None for anything else (so it can never count as new state)."""
+        payload = self.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+            return None
+        kind, data = payload.get("type"), payload["data"]
+        if kind in ("metric", "checkpoint"):
+            return (kind, data.get("step"))
+        if kind in ("status", "end"):
+            return (kind, data.get("status"))
+        return None
 
 
 @dataclass
@@ -56,6 +70,26 @@ class StreamRecording:
     def closed_by_server(self) -> bool:
         """True when the server closed the stream itself."""
         return self.ended == "closed"
+
+    def new_state_events(self) -> list[ReceivedEvent]:
+        """The events that carry training state not seen earlier on the stream (repeats and comments excluded)."""
+        seen: set[tuple[str, Any]] = set()
+        fresh = []
+        for event in self.events:
+            key = event.state_key
+            if key is not None and key not in seen:
+                seen.add(key)
+                fresh.append(event)
+        return fresh
+
+    def running_since(self) -> float:
+        """Seconds after subscribing at which the stream said the run was running (0 when it never said so)."""
+        for event in self.events:
+            payload = event.payload if isinstance(event.payload, dict) else {}
+            data = payload.get("data")
+            if payload.get("type") == "status" and isinstance(data, dict) and data.get("status") == "running":
+                return float(event.arrival_s)
+        return 0.0
 
 
 def read_event_stream(

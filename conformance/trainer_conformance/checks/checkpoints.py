@@ -15,16 +15,11 @@ from ..failures import CheckFailure, CheckSkipped
 from ..inference import REFERENCE_MODELS, CheckpointError, evaluate, logits_for
 from ..published import DatasetFileError, match_published, read_cifar_batch, read_idx
 from ..registry import check
-from ..session import DownloadedCheckpoint, RunObservation, Session
+from ..session import Session
 
 _AREA = ("schemas/checkpoint.schema.json", "schemas/checkpoint-list.schema.json", "functions/trainer-tinygrad/")
 #: The numpy forward pass must reproduce the reported evaluation accuracy within this (1 percentage point).
 ACCURACY_TOLERANCE = 0.01
-
-
-def downloads(s: Session, run: RunObservation) -> list[tuple[dict[str, Any], DownloadedCheckpoint]]:
-    """Every listed checkpoint of `run` with its download, in step order."""
-    return [(entry, s.checkpoint(run, entry["name"])) for entry in s.listed_checkpoints(run)]
 
 
 @check(
@@ -69,7 +64,7 @@ def listed(s: Session) -> dict[str, Any]:
 def download(s: Session) -> dict[str, Any]:
     main = s.run("main")
     checked = []
-    for entry, got in downloads(s, main):
+    for entry, got in s.checkpoint_downloads(main):
         exchange = got.exchange
         evidence = [exchange.probe, s.checkpoint_list(main).probe]
         expect_status(exchange, 200)
@@ -111,7 +106,7 @@ def download(s: Session) -> dict[str, Any]:
 def loadable(s: Session) -> dict[str, Any]:
     main = s.run("main")
     summary = {}
-    for entry, got in downloads(s, main):
+    for entry, got in s.checkpoint_downloads(main):
         if got.checkpoint is None:
             got.results["opens"] = False
             raise CheckFailure("Checkpoint does not open", f"{got.name}: {got.error}", [got.path, got.exchange.probe])
@@ -141,7 +136,7 @@ def loadable(s: Session) -> dict[str, Any]:
 )
 def differ(s: Session) -> dict[str, Any]:
     main = s.run("main")
-    loaded = [got for _, got in downloads(s, main) if got.checkpoint is not None]
+    loaded = [got for _, got in s.checkpoint_downloads(main) if got.checkpoint is not None]
     if len(loaded) < 2:
         raise CheckSkipped(f"{len(loaded)} loadable checkpoint(s); two are needed to compare")
     changes = []
@@ -220,7 +215,7 @@ def forward_pass(s: Session) -> dict[str, Any]:
     model, dataset = main.config.get("model"), main.config.get("dataset")
     if model not in REFERENCE_MODELS:
         raise CheckSkipped(f"model {model!r} is not a reference model family")
-    entries = downloads(s, main)
+    entries = s.checkpoint_downloads(main)
     if not entries:
         raise CheckSkipped("the run has no checkpoint")
     entry, got = entries[-1]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..client import Exchange
 from ..expectations import expect_problem
 from ..failures import CheckFailure
+from ..probes import Exchange
 from ..registry import check
 from ..session import Session
 

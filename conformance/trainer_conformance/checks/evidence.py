@@ -6,9 +6,9 @@ import hashlib
 import json
 from typing import Any
 
-from ..client import Exchange
 from ..expectations import expect_json, expect_status, expect_valid
 from ..failures import CheckFailure, CheckSkipped
+from ..probes import Exchange
 from ..registry import check
 from ..session import RunObservation, Session
 

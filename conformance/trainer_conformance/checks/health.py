@@ -1,7 +1,8 @@
-"""Section 1: health, readiness and the headers every response carries."""
+"""Section 1: health, readiness, and the headers every response carries (the request id echoed among them)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from ..expectations import expect_headers, expect_json, response_kind
@@ -46,6 +47,35 @@ def readiness(s: Session) -> dict[str, Any]:
     if body["status"] == "not_ready":
         raise CheckFailure("Not ready", "/readyz answered 200 with status not_ready", [exchange.probe])
     return {"status": body["status"], "checks": body.get("checks")}
+
+
+@check(
+    "health.request_id_echo",
+    "X-Request-ID is echoed",
+    "Every response returns the well-formed X-Request-ID its request sent, unchanged; a malformed one is replaced "
+    "by a new well-formed id.",
+    area=_AREA,
+    last=True,
+)
+def request_id_echo(s: Session) -> dict[str, Any]:
+    malformed = s.client.request("GET", "/healthz", headers={"X-Request-ID": "not a valid id!"})
+    pattern = s.contract.headers["all"]["X-Request-ID"]["pattern"]
+    answered = [e for e in s.client.recorder.exchanges if e.error is None and e is not malformed]
+    wrong = [e for e in answered if e.headers.get("x-request-id") != e.request_id]
+    if wrong:
+        e = wrong[0]
+        raise CheckFailure(
+            "Request id not echoed",
+            f"{len(wrong)} of {len(answered)} responses did not echo X-Request-ID; e.g. {e.method} {e.url} sent "
+            f"{e.request_id!r}, got {e.headers.get('x-request-id')!r}",
+            [x.probe for x in wrong[:10]],
+        )
+    replaced = malformed.headers.get("x-request-id", "")
+    if replaced == "not a valid id!" or not re.fullmatch(pattern, replaced):
+        raise CheckFailure(
+            "Malformed request id not replaced", f"sent 'not a valid id!', got {replaced!r}", [malformed.probe]
+        )
+    return {"echoed": len(answered), "replacement": replaced}
 
 
 @check(

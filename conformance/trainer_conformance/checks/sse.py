@@ -8,43 +8,12 @@ from typing import Any
 from ..expectations import expect_headers, expect_media_type, expect_status, expect_valid
 from ..failures import CheckFailure, CheckSkipped
 from ..registry import check
-from ..session import RATE_EVENTS, RATE_WINDOW_S, RunObservation, Session
-from ..stream import ReceivedEvent, StreamRecording
+from ..session import RATE_EVENTS, RATE_WINDOW_S, Session
+from ..stream import StreamRecording
 
 _AREA = ("schemas/event.schema.json", "schemas/headers.json", "reference_server/")
-
-
-def state_key(event: ReceivedEvent) -> tuple[str, Any] | None:
-    """What training state an event carries: (type, step) for metric/checkpoint, (type, status) for status/end."""
-    payload = event.payload
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
-        return None
-    kind, data = payload.get("type"), payload["data"]
-    if kind in ("metric", "checkpoint"):
-        return (kind, data.get("step"))
-    if kind in ("status", "end"):
-        return (kind, data.get("status"))
-    return None
-
-
-def new_state_events(stream: StreamRecording) -> list[ReceivedEvent]:
-    """The events that carry training state not seen earlier on the stream (repeats and comments excluded)."""
-    seen: set[tuple[str, Any]] = set()
-    fresh = []
-    for event in stream.events:
-        key = state_key(event)
-        if key is not None and key not in seen:
-            seen.add(key)
-            fresh.append(event)
-    return fresh
-
-
-def main_stream(s: Session, *, finished: bool = False) -> tuple[RunObservation, StreamRecording]:
-    """The main run and its stream; skips when there is none."""
-    main = s.run("main", finished=finished)
-    if main.stream is None:
-        raise CheckSkipped("the main run's stream was not read")
-    return main, main.stream
+#: A streamed value and the endpoint's are one number written twice: equal up to float formatting.
+SAME_VALUE = {"rel_tol": 1e-9, "abs_tol": 1e-12}
 
 
 def _files(stream: StreamRecording) -> list[str]:
@@ -60,7 +29,7 @@ def _files(stream: StreamRecording) -> list[str]:
     area=_AREA,
 )
 def headers(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s)
+    _, stream = s.main_stream()
     if stream.exchange is None:
         raise CheckFailure("No answer", f"subscribing failed: {stream.error}", _files(stream))
     exchange = stream.exchange
@@ -85,9 +54,9 @@ def headers(s: Session) -> dict[str, Any]:
     area=(*_AREA, "functions/trainer-tinygrad/"),
 )
 def rate(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s)
-    fresh = new_state_events(stream)
-    opened = running_since(stream)
+    _, stream = s.main_stream()
+    fresh = stream.new_state_events()
+    opened = stream.running_since()
     closes = opened + RATE_WINDOW_S
 
     def inside(t: float) -> bool:
@@ -114,16 +83,6 @@ def rate(s: Session) -> dict[str, Any]:
     return figures
 
 
-def running_since(stream: StreamRecording) -> float:
-    """Seconds after subscribing at which the stream said the run was running (0 when it never said so)."""
-    for event in stream.events:
-        payload = event.payload if isinstance(event.payload, dict) else {}
-        data = payload.get("data")
-        if payload.get("type") == "status" and isinstance(data, dict) and data.get("status") == "running":
-            return float(event.arrival_s)
-    return 0.0
-
-
 @check(
     "sse.ids",
     "Event ids increase by one",
@@ -133,7 +92,7 @@ def running_since(stream: StreamRecording) -> float:
     area=_AREA,
 )
 def ids(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s)
+    _, stream = s.main_stream()
     evidence = _files(stream)
     if not stream.events:
         raise CheckFailure("No events", "the stream delivered no events", evidence)
@@ -164,7 +123,7 @@ def ids(s: Session) -> dict[str, Any]:
     area=_AREA,
 )
 def payloads(s: Session) -> dict[str, Any]:
-    main, stream = main_stream(s)
+    main, stream = s.main_stream()
     evidence = _files(stream)
     for event in stream.events:
         if event.parse_error is not None:
@@ -191,7 +150,7 @@ def payloads(s: Session) -> dict[str, Any]:
     area=(*_AREA, "schemas/metrics.schema.json"),
 )
 def agrees_with_metrics(s: Session) -> dict[str, Any]:
-    main, stream = main_stream(s, finished=True)
+    main, stream = s.main_stream(finished=True)
     history = s.metrics(main)
     evidence = _files(stream) + [p.probe for p in history.pages]
     streamed = _by_step(stream, "metric")
@@ -239,7 +198,7 @@ def _by_step(stream: StreamRecording, kind: str) -> dict[Any, dict[str, Any]]:
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return math.isclose(a, b, **SAME_VALUE)
     return bool(a == b)
 
 
@@ -251,7 +210,7 @@ def _same(a: Any, b: Any) -> bool:
     area=_AREA,
 )
 def final_event(s: Session) -> dict[str, Any]:
-    main, stream = main_stream(s, finished=True)
+    main, stream = s.main_stream(finished=True)
     evidence = _files(stream)
     if not stream.events or stream.events[-1].sse.event != "end":
         last = stream.events[-1].sse.event if stream.events else None
@@ -277,7 +236,7 @@ def final_event(s: Session) -> dict[str, Any]:
     area=_AREA,
 )
 def replay(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s, finished=True)
+    _, stream = s.main_stream(finished=True)
     if s.replay is None or s.replay_after is None:
         raise CheckSkipped("no reconnection was made (the first stream carried no numeric ids)")
     after = s.replay_after

@@ -1,4 +1,4 @@
-"""The HTTP client every check goes through: each exchange is written to `probes/` as it happened.
+"""The recording HTTP client every check goes through: each exchange is written to `probes/` as it happened.
 
 A probe file holds the request line, headers and body, then the status line, headers and body (binary bodies are
 summarised by size and SHA-256; the bytes themselves are saved where the caller asks). `probes/index.jsonl` lists
