@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,14 +101,19 @@ def read_event_stream(
     params: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     deadline: float,
+    recording: StreamRecording | None = None,
+    on_event: Callable[[ReceivedEvent], None] | None = None,
 ) -> StreamRecording:
     """Subscribe and read until the server closes, the stream stalls, or `deadline` (time.monotonic) passes.
 
     After an `end` event the server gets CLOSE_GRACE_S to close the connection. Never raises for transport
-    problems: they are recorded in `ended`/`error` for the checks to judge.
+    problems: they are recorded in `ended`/`error` for the checks to judge. Pass `recording` to watch it fill from
+    another thread; `on_event` is called with each event as it arrives.
     """
     started = time.monotonic()
-    recording = StreamRecording(name=name, subscribed_wall=time.time())
+    if recording is None:
+        recording = StreamRecording(name=name, subscribed_wall=time.time())
+    recording.subscribed_wall = time.time()
     raw = bytearray()
     chunks: list[str] = []
     decoder = SSEDecoder()
@@ -136,6 +141,8 @@ def read_event_stream(
                     except ValueError as exc:
                         received.parse_error = str(exc)
                     recording.events.append(received)
+                    if on_event is not None:
+                        on_event(received)
                     if event.event == "end":
                         stop_at = min(stop_at, now + CLOSE_GRACE_S)
                 recording.comments += [(now - started, c) for c in decoder.comments[seen_comments:]]

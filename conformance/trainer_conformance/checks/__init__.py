@@ -1,5 +1,5 @@
 """Every check, registered on import; one module per section, named for it (see registry.SECTIONS)."""
 
-from . import checkpoints, errors, evidence, health, metrics, mocks, runs, sse
+from . import checkpoints, errors, evidence, fuzz, health, metrics, mocks, runs, sse
 
-__all__ = ["checkpoints", "errors", "evidence", "health", "metrics", "mocks", "runs", "sse"]
+__all__ = ["checkpoints", "errors", "evidence", "fuzz", "health", "metrics", "mocks", "runs", "sse"]

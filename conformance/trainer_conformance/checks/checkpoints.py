@@ -27,6 +27,7 @@ ACCURACY_TOLERANCE = 0.01
     "Checkpoints are listed with hashes",
     "GET /api/training/runs/{run_id}/checkpoints answers 200 with a body valid against checkpoint-list.schema.json "
     "listing at least one checkpoint, names unique, the same ones (name, sha256) the run's status body lists.",
+    evidence="the checkpoint list probe; the last status poll",
     needs={"main"},
     area=_AREA,
 )
@@ -58,6 +59,7 @@ def listed(s: Session) -> dict[str, Any]:
     "Each download matches its hash",
     "Each listed checkpoint downloads with 200, application/octet-stream, the checkpoint header block "
     "(Digest, X-Checksum-SHA256), and bytes whose SHA-256 and size equal the listing and the headers.",
+    evidence="`checkpoints/<role>-<run_id>/` (every file, and `verification.json` with its hashes)",
     needs={"main"},
     area=_AREA,
 )
@@ -100,6 +102,7 @@ def download(s: Session) -> dict[str, Any]:
     "Checkpoints open with safetensors and hold finite weights",
     "Each checkpoint opens with the safetensors library (numpy), holds model weights under `model.`, every tensor "
     "is finite, and its metadata `step` (when present) equals the listed step.",
+    evidence="`checkpoints/<role>-<run_id>/verification.json`",
     needs={"main"},
     area=_AREA,
 )
@@ -131,6 +134,7 @@ def loadable(s: Session) -> dict[str, Any]:
     "checkpoints.differ",
     "Successive checkpoints differ",
     "The model weights of each checkpoint differ from the previous checkpoint's (training changed them).",
+    evidence="`checkpoints/<role>-<run_id>/`; the largest weight change per pair in `details`",
     needs={"main"},
     area=_AREA,
 )
@@ -207,6 +211,7 @@ def _test_split(s: Session, dataset: str, count: int | None) -> tuple[np.ndarray
     "For the reference model families (mlp, convnet), evaluating the final checkpoint with an independent numpy "
     "forward pass on the first eval_samples test images (fetched from GET /api/datasets/{name}/files/{file} and "
     "verified against the published dataset manifest) gives the reported eval_accuracy within 1 percentage point.",
+    evidence="the test-file probes; `checkpoints/<role>-<run_id>/verification.json` (numpy and reported figures)",
     needs={"main"},
     area=(*_AREA, "functions/trainer-tinygrad/README.md"),
 )

@@ -47,6 +47,7 @@ def _parse_time(value: Any) -> float | None:
     "Timestamps follow the wall clock",
     "Health `time` agrees with the same response's Date header; a run's created/finished times span what the suite "
     "observed; live SSE events carry times that advance with their arrival (no canned or replayed timestamps).",
+    evidence="every probe's Date header; `sse/main.events.jsonl` (arrival and event times)",
     needs={"main"},
     area=_AREA,
 )
@@ -122,6 +123,7 @@ def clock(s: Session) -> dict[str, Any]:
     "A running run changes between polls",
     "Among the status polls taken while the main run was running, at least two differ in progress or latest "
     "metrics (the status is not a frozen document).",
+    evidence="the status-poll probes",
     needs={"main"},
     area=_AREA,
 )
@@ -160,6 +162,7 @@ def _control(s: Session, role: str) -> RunObservation:
     "Another seed gives other losses",
     "A small control run with seed 1 reports, at every step it shares with the main run, a training loss different "
     "from the main run's (canned metrics repeat themselves).",
+    evidence="the metrics pages of the main and `seed` runs",
     needs={"main", "controls"},
     area=_AREA,
 )
@@ -190,6 +193,7 @@ def seeds_differ(s: Session) -> dict[str, Any]:
     "Learning rate 0 learns nothing",
     "A small MLP control run with learning_rate 0 keeps its weights: all its checkpoints hold identical model "
     "tensors, its evaluation losses are equal, and its training loss does not fall.",
+    evidence="`checkpoints/zero_lr-<run_id>/`; its metrics pages",
     needs={"main", "controls"},
     area=_AREA,
 )
@@ -235,8 +239,10 @@ def zero_learning_rate(s: Session) -> dict[str, Any]:
     "Run ids are unique",
     "Every run the suite started got its own run id, and GET /api/training/runs (valid against "
     "run-list.schema.json) lists no id twice.",
+    evidence="the create probes; the run list probe",
     needs={"main"},
     area=_AREA,
+    all_runs=True,
 )
 def run_ids_unique(s: Session) -> dict[str, Any]:
     ids = [r.run_id for r in s.runs.values() if r.run_id]
@@ -257,6 +263,7 @@ def run_ids_unique(s: Session) -> dict[str, Any]:
     f"No event on the main run's stream repeats a state already sent (same metric or checkpoint step, same status), "
     f"and the stream carries at least {RATE_EVENTS} events with new training state; heartbeat comments are allowed "
     "but count for nothing.",
+    evidence="`sse/main.events.jsonl`, `sse/main.raw`",
     needs={"main"},
     area=("reference_server/",),
 )

@@ -25,6 +25,7 @@ def _files(stream: StreamRecording) -> list[str]:
     "The stream is an uncompressed text/event-stream",
     "GET /api/events/training?run_id=... answers 200 with Content-Type text/event-stream, the SSE header block "
     "of schemas/headers.json (Cache-Control: no-store, X-Accel-Buffering: no) and no Content-Encoding.",
+    evidence="the stream's probe; `sse/main.summary.json`",
     needs={"main"},
     area=_AREA,
 )
@@ -50,6 +51,7 @@ def headers(s: Session) -> dict[str, Any]:
     f"(not comments) arrive within {RATE_WINDOW_S:g} s of the run being running (the arrival of its `running` "
     "status event; the subscription itself when the stream has none), each carrying new training state: a metric "
     "or checkpoint of a step not seen before, or a status not seen before. Heartbeats and repeats do not count.",
+    evidence="`sse/main.raw` (the bytes), `.chunks.jsonl` (each read's arrival), `.events.jsonl` (each event's)",
     needs={"main"},
     area=(*_AREA, "functions/trainer-tinygrad/"),
 )
@@ -88,6 +90,7 @@ def rate(s: Session) -> dict[str, Any]:
     "Event ids increase by one",
     "Every event has an id; a stream subscribed from the start carries ids 1, 2, 3, ... in order, and each "
     "event's data has the same id and its `type` equals the SSE event name.",
+    evidence="`sse/main.events.jsonl`, `sse/main.raw`",
     needs={"main"},
     area=_AREA,
 )
@@ -119,6 +122,7 @@ def ids(s: Session) -> dict[str, Any]:
     "sse.payloads",
     "Event payloads are valid",
     "Every event's data is JSON valid against event.schema.json for the subscribed run id, and its numbers are finite.",
+    evidence="`sse/main.events.jsonl`, `sse/main.raw`",
     needs={"main"},
     area=_AREA,
 )
@@ -146,6 +150,7 @@ def payloads(s: Session) -> dict[str, Any]:
     "The stream's metric events and the metrics endpoint list the same steps with equal loss and accuracy; its "
     "checkpoint events equal the endpoint's evals (eval_loss, eval_accuracy) and the checkpoint list (sha256, "
     "bytes).",
+    evidence="`sse/main.events.jsonl`; the metrics pages and checkpoint list probes",
     needs={"main"},
     area=(*_AREA, "schemas/metrics.schema.json"),
 )
@@ -206,6 +211,7 @@ def _same(a: Any, b: Any) -> bool:
     "sse.final_event",
     "The stream ends with a final event",
     "The last event is `end`, carrying the run's terminal status; then the server closes the stream.",
+    evidence="`sse/main.events.jsonl`; `sse/main.summary.json` (how the stream ended)",
     needs={"main"},
     area=_AREA,
 )
@@ -232,6 +238,7 @@ def final_event(s: Session) -> dict[str, Any]:
     "Last-Event-ID replays exactly the missed events",
     "Reconnecting to a finished run with Last-Event-ID: N answers exactly the events with id > N, equal to the "
     "first subscription's, ending with `end`, and then closes.",
+    evidence="`sse/replay.*` beside `sse/main.*`",
     needs={"main", "replay"},
     area=_AREA,
 )
