@@ -32,12 +32,12 @@ def _phase(s: Session, mode: str, exclude: tuple[str, ...] = ()) -> tuple[FuzzPh
         exclude=exclude,
     )
     s.progress.done("fuzz")
+    _cancel_new_runs(s, before)
     evidence = [f"fuzz/{mode}/{name}" for name in phase.files]
     if phase.error is not None:
         raise CheckFailure("Fuzzing did not complete", phase.error, evidence)
     if phase.tested == 0:
         raise CheckFailure("Nothing fuzzed", "Schemathesis tested no operation of /openapi.json", evidence)
-    _cancel_new_runs(s, before)
     return phase, evidence
 
 
