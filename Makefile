@@ -42,7 +42,7 @@ verify: setup
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
 
 test: setup
-	@$(BIN)/tox run -e lint,type,conformance,fuzz,py
+	@$(BIN)/tox run -e lint,type,conformance,fuzz,openapi-client,py
 
 bench: setup
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
