@@ -54,6 +54,7 @@ class Breakage:
     refuse_create: bool = False  # POST /api/training/runs answers 409 problem+json
     drop_stream_after: int | None = None  # the first subscription without Last-Event-ID closes after this many events
     drop_every_stream: bool = False  # with drop_stream_after: every subscription is closed that early
+    busy_while_first_run: bool = False  # POST /api/training/runs answers 429 until the first run has ended
 
 
 def ts(t: float) -> str:
@@ -106,6 +107,7 @@ class ScriptedTarget:
     def create(self, request: dict[str, Any]) -> ScriptedRun:
         seed = int(request.get("seed", 0))
         steps = int(request.get("steps", self.metric_count * 10))
+        metric_count = min(self.metric_count, max(1, steps // 10))  # a short run (a control run) is short here too
         config = {
             "dataset": request.get("dataset", "fashion-mnist"),
             "model": request.get("model", "mlp"),
@@ -121,13 +123,13 @@ class ScriptedTarget:
         run = ScriptedRun(run_id=f"run-{uuid.uuid4().hex[:12]}", created=time.time(), config=config)
         rng = np.random.default_rng(seed)
         items: list[tuple[str, dict[str, Any]]] = [("status", {"status": "queued"}), ("status", {"status": "running"})]
-        for k in range(1, self.metric_count + 1):
+        for k in range(1, metric_count + 1):
             step = 10 * k
             loss = 2.3 * 0.9**k + 0.01 * rng.random()
             items.append(
                 ("metric", {"step": step, "epoch": step / 100, "loss": loss, "accuracy": min(1.0, 0.1 + k / 30)})
             )
-            if step % config["checkpoint_every"] == 0 or k == self.metric_count:
+            if step % config["checkpoint_every"] == 0 or k == metric_count:
                 name = f"step-{step:06d}.safetensors"
                 weights = {"model.l1.weight": rng.normal(size=(4, 3)).astype(np.float32)}
                 data = safetensors.numpy.save(weights, metadata={"step": str(step)})
@@ -308,6 +310,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._problem(400, "invalid_json", "body is not JSON")
             if problems := t.contract.problems("run-create-request", body):
                 return self._problem(422, "invalid_body", problems[0])
+            first = min(t.runs.values(), key=lambda r: r.created, default=None)
+            if t.breakage.busy_while_first_run and first and t.run_body(first)["status"] != "succeeded":
+                return self._problem(429, "queue_full", "one run at a time: try again when it has ended")
             if t.breakage.refuse_create:
                 return self._problem(409, "dataset_not_verified", "dataset fashion-mnist is not verified: import it")
             run = t.create(body)
