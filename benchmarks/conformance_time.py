@@ -51,8 +51,12 @@ def export_baseline(revision: str, into: Path) -> Path:
     return into / "conformance"
 
 
-def time_suite(ws: Workspace, url: str, out: Path, extra: list[str], pythonpath: Path | None) -> dict[str, Any]:
-    """One run of a suite against `url`: wall seconds measured outside, its verdict line, its report."""
+def time_suite(
+    ws: Workspace, url: str, out: Path, extra: list[str], *, pythonpath: Path | None, client: httpx.Client | None = None
+) -> dict[str, Any]:
+    """One run of a suite against `url`: wall seconds measured outside, its verdict line, its report, and (with a
+    client) the span the server spent on the suite's runs, from the first one's created_at to the last finished_at,
+    and what is left of the wall: the suite's own part, which the machine's load disturbs far less."""
     env = ws.env()
     if pythonpath is not None:
         env["PYTHONPATH"] = str(pythonpath)
@@ -62,11 +66,20 @@ def time_suite(ws: Workspace, url: str, out: Path, extra: list[str], pythonpath:
     wall = time.perf_counter() - t0
     reports = sorted(out.glob("*/report.json"))
     lines = (proc.stdout.strip() or proc.stderr.strip()).splitlines()
+    doc = json.loads(reports[0].read_text()) if reports else {}
+    span = None
+    if client is not None and doc.get("runs"):
+        bodies = [client.get(f"/api/training/runs/{r['run_id']}").json() for r in doc["runs"] if r.get("run_id")]
+        first = min(b["created_at"] for b in bodies)
+        last = max((b.get("finished_at") or b["created_at"]) for b in bodies)
+        span = _seconds_between(first, last)
     return {
         "wall_s": wall,
+        "runs_span_s": span,
+        "suite_own_s": wall - span if span is not None else None,
         "returncode": proc.returncode,
         "verdict": lines[-1] if lines else f"exit {proc.returncode}",
-        "report": json.loads(reports[0].read_text()) if reports else {},
+        "report": doc,
         "report_path": str(reports[0]) if reports else None,
         "stderr_tail": proc.stderr[-800:],
     }
@@ -85,9 +98,12 @@ def benchmark(ws: Workspace) -> Report:
     before: list[dict[str, Any]] = []
     with ReferenceServer(ws, env={"CACHEDB": cache}) as server, httpx.Client(base_url=server.url, timeout=60) as client:
         for _ in range(repeats):  # interleaved, so load from elsewhere falls on both alike
-            current.append(time_suite(ws, server.url, ws.scratch("conformance-out"), extra, None))
+            current.append(
+                time_suite(ws, server.url, ws.scratch("conformance-out"), extra, pythonpath=None, client=client)
+            )
             if baseline is not None:
-                before.append(time_suite(ws, server.url, ws.scratch("conformance-out-baseline"), extra, baseline))
+                out = ws.scratch("conformance-out-baseline")
+                before.append(time_suite(ws, server.url, out, extra, pythonpath=baseline, client=client))
         last = current[-1]
         doc: dict[str, Any] = last["report"]
         runs = {r["role"]: client.get(f"/api/training/runs/{r['run_id']}").json() for r in doc.get("runs", [])}
@@ -100,6 +116,14 @@ def benchmark(ws: Workspace) -> Report:
                             "share": ratio(median(old), median(walls)),
                             "note": f"this tree / {revision}: {ratio(median(walls), median(old)):.2f}; "
                                     + before[-1]["verdict"][:80]})  # fmt: skip
+    own = [r["suite_own_s"] for r in current if r["suite_own_s"] is not None]
+    report.rows.append({"part": "  of which the suite's own (wall minus the server's span of its runs)",
+                        "seconds": median(own), "share": ratio(median(own), median(walls))})  # fmt: skip
+    if before:
+        old_own = [r["suite_own_s"] for r in before if r["suite_own_s"] is not None]
+        report.rows.append({"part": f"  of which the suite's own, {revision}", "seconds": median(old_own),
+                            "share": ratio(median(old_own), median([r["wall_s"] for r in before])),
+                            "note": f"this tree / {revision}: {ratio(median(own), median(old_own)):.2f}"})  # fmt: skip
     wall = last["wall_s"]
     if not doc:
         report.status = "failed"
@@ -136,6 +160,8 @@ def benchmark(ws: Workspace) -> Report:
         report.status = "partial"
     report.details = {
         "walls_s": walls, "baseline": revision, "baseline_walls_s": [r["wall_s"] for r in before],
+        "suite_own_s": own, "baseline_suite_own_s": [r["suite_own_s"] for r in before],
+        "runs_span_s": [r["runs_span_s"] for r in current], "baseline_runs_span_s": [r["runs_span_s"] for r in before],
         "returncodes": [r["returncode"] for r in current], "report_path": last["report_path"],
         "summary": doc.get("summary"), "runs": runs,
     }  # fmt: skip
