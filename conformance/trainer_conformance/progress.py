@@ -100,10 +100,12 @@ class LiveProgress(Progress):
 
     def _redraw(self) -> None:
         parts = " · ".join(f"{topic}: {text}" for topic, text in self._topics.items() if text)
-        width = 200
+        width = 200  # a terminal that does not say how wide it is (0 columns) gets this much
         with contextlib.suppress(OSError, ValueError):
-            width = os.get_terminal_size(self.stream.fileno()).columns - 1
-        self.stream.write(f"{_CLEAR}{self.elapsed()} {parts}"[: width + len(_CLEAR)])
+            columns = os.get_terminal_size(self.stream.fileno()).columns
+            width = columns - 1 if columns > 20 else width
+        line = f"{self.elapsed()} {parts}"
+        self.stream.write(_CLEAR + (line if len(line) <= width else line[: max(width - 1, 1)] + "…"))
         self.stream.flush()
 
     def close(self) -> None:
