@@ -256,7 +256,11 @@ class Session:
             self._poll(main)
             if controls and not self.runs.keys() & CONTROL_VARIANTS.keys() and _window_closed(main):
                 self._start_controls(main)
-            if not main.finished:
+            if main.finished:
+                break
+            if ended.is_set():
+                time.sleep(MAIN_POLL_S)  # the stream is over (its end, or it failed): poll at the usual pace
+            else:
                 ended.wait(MAIN_POLL_S)  # the `end` event wakes the poll loop at once
         if main.run_id and not main.finished:
             main.timed_out = True
