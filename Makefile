@@ -14,7 +14,7 @@ export DEV ?= CPU
 .PHONY: setup system-deps datasets serve verify test bench lint clean help
 
 help:
-	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite"
+	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite, gate, write the evidence pack"
 	@echo "make test    the whole test suite through tox (server, trainer, conformance, ruff, mypy)"
 	@echo "make setup   .venv with both packages, clang, Fashion-MNIST imported and verified"
 	@echo "make serve   the reference server on $(HOST):$(PORT), evidence under ./$(EVIDENCE_DIR)"
@@ -43,7 +43,7 @@ verify: setup
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
 
 test: setup
-	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,py,ray
+	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,openapi-client,py,ray
 
 bench: setup
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt

@@ -1,6 +1,7 @@
-"""`make verify`: start the reference server on a free port, verify it with the conformance suite, gate, stop.
+"""`make verify`: start the reference server on a free port, verify it with the conformance suite, stop it, gate,
+and write the evidence pack (EVIDENCE_PACK.md, evidence-pack.json) beside the verification.
 
-Prints the verdict and the evidence paths; exits non-zero when any check failed or the gate refused.
+Prints the verdict, the evidence paths and the pack's path; exits non-zero when any check failed or the gate refused.
 """
 
 from __future__ import annotations
@@ -64,7 +65,16 @@ def main() -> int:
     folder = evidence / "phase1" / "verify" / sha
     for run in json.loads((folder / "report.json").read_text()).get("runs", []):
         print(f"verify: {run['role']} run {run['run_id']} {run['status']}: {evidence / 'training' / run['run_id']}")
-    print(f"verify: {verdict}; evidence: {folder}", flush=True)
+    pack = subprocess.run(
+        [str(BIN / "trainer-conformance"), "pack", "--commit", sha, "--evidence-root", str(evidence)],
+        cwd=ROOT, check=False, capture_output=True, text=True,
+    )  # fmt: skip
+    if pack.returncode != 0:
+        reason = pack.stderr.strip() or pack.stdout.strip()
+        print(f"verify: the evidence pack was not written: {reason}", file=sys.stderr)
+        return pack.returncode
+    print(f"verify: {verdict}; evidence: {folder}")
+    print(f"verify: evidence pack: {folder / 'EVIDENCE_PACK.md'}", flush=True)
     return gate.returncode
 
 

@@ -6,9 +6,9 @@ import hashlib
 import json
 from typing import Any
 
-from ..client import Exchange
 from ..expectations import expect_json, expect_status, expect_valid
 from ..failures import CheckFailure, CheckSkipped
+from ..probes import Exchange
 from ..registry import check
 from ..session import RunObservation, Session
 
@@ -62,6 +62,7 @@ def event_log(s: Session, run: RunObservation) -> tuple[Exchange, list[dict[str,
     "evidence-manifest.schema.json, status succeeded) listing config.json, provenance.json and metrics.jsonl; "
     "each downloads from .../evidence/{file}, config.json and provenance.json are valid against their schemas and "
     "every metrics.jsonl line is a valid event with ids 1, 2, 3, ...",
+    evidence="`training/<role>-<run_id>/` (config.json, provenance.json, metrics.jsonl, manifest.json as served)",
     needs={"main"},
     area=_AREA,
 )
@@ -91,8 +92,10 @@ def files(s: Session) -> dict[str, Any]:
     "Manifest hashes match the files",
     "Every file the evidence manifest lists downloads from .../evidence/{path} with exactly the listed size and "
     "SHA-256, for every run the suite started.",
+    evidence="`training/<role>-<run_id>/` of every run; report.json `training_evidence`",
     needs={"main"},
     area=_AREA,
+    all_runs=True,
 )
 def manifest_hashes(s: Session) -> dict[str, Any]:
     s.run("main")
@@ -122,6 +125,7 @@ def manifest_hashes(s: Session) -> dict[str, Any]:
     "provenance.json records the run's dataset, and every dataset file it records matches the published dataset "
     "manifest (functions/trainer-tinygrad/datasets/checksums.json): the archive SHA-256 when it matched as an "
     "archive, the payload SHA-256 when it matched as a payload.",
+    evidence="`training/main-<run_id>/provenance.json`",
     needs={"main"},
     area=(*_AREA, "schemas/dataset-provenance.schema.json", "functions/trainer-tinygrad/datasets/checksums.json"),
 )
@@ -169,6 +173,7 @@ def provenance_datasets(s: Session) -> dict[str, Any]:
     "evidence.event_log",
     "The event log is what was streamed",
     "Each event the SSE stream delivered is, field for field, the metrics.jsonl line with the same id.",
+    evidence="`training/main-<run_id>/metrics.jsonl`; `sse/main.events.jsonl`",
     needs={"main"},
     area=(*_AREA, "schemas/event.schema.json"),
 )
