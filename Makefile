@@ -39,8 +39,13 @@ datasets: $(STAMP)
 serve: setup
 	$(BIN)/python -m reference_server --host $(HOST) --port $(PORT) --evidence-dir $(EVIDENCE_DIR)
 
+EXECUTOR ?= local
 verify: setup
+ifeq ($(EXECUTOR),ray)
+	@scripts/loopback-only $(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR) --executor ray
+else
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
+endif
 
 test: setup
 	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,openapi-client,py,ray

@@ -40,7 +40,9 @@ import httpx
 from trainer_conformance.raw_stream import RawEventStream
 from trainer_conformance.sse import ServerSentEvent
 
-from reference_server.launcher import LaunchError, launch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tooling/ lives at the repository root
+
+from tooling.launcher import LaunchError, launch
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -16,8 +16,8 @@ from typing import Any
 import httpx
 from trainer_conformance.sse import SSEDecoder
 
-from reference_server.launcher import LaunchedServer, launch
 from reference_server.schemas import Contract
+from tooling.launcher import LaunchedServer, launch
 
 REPO = Path(__file__).resolve().parents[1]
 HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())

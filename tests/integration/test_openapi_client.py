@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reference_server.launcher import LaunchedServer, launch
+from tooling.launcher import LaunchedServer, launch
 
 pytest.importorskip("openapi_python_client")
 pytestmark = [pytest.mark.xdist_group("openapi-client")]

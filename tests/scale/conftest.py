@@ -9,13 +9,9 @@ they are skipped with that reason.
 from __future__ import annotations
 
 import importlib.util
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository root: tooling/
 
 from tooling.ray_local import LocalRayCluster, on_loopback_only
 
