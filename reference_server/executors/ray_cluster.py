@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import io
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
@@ -37,6 +38,9 @@ NAMESPACE = "trainer-tinygrad"
 POLL_S = 1.0
 #: A node that answers none of our calls for this long is taken for lost even before Ray declares it dead.
 UNRESPONSIVE_S = 120.0
+#: Seconds to reach the head's port, then to connect to the cluster.
+HEAD_PROBE_S = 3.0
+CONNECT_S = 60.0
 #: tinygrad devices that are GPUs: a run on one asks Ray for a GPU.
 GPU_DEVICES = frozenset({"CUDA", "NV", "AMD", "HIP", "METAL", "GPU", "CL", "QCOM", "WEBGPU"})
 #: What a trainer on a node inherits from the server's environment.
@@ -84,7 +88,7 @@ class RayTrainer:
         except TimeoutError as exc:
             raise TrainerLost(f"the node of run {self.run_id}'s trainer answered nothing for {timeout} s") from exc
         except ray.exceptions.RayActorError as exc:
-            raise TrainerLost(f"the trainer's node or actor is gone: {str(exc).splitlines()[0]}") from exc
+            raise TrainerLost(f"the trainer's node or actor is gone: {_first_line(exc)}") from exc
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Each protocol message after the cursor, as the actor hands them out, until the trainer has ended. The
@@ -140,6 +144,11 @@ class RayTrainer:
         await asyncio.get_running_loop().run_in_executor(None, _kill_actor, self.actor)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
 def _kill_actor(actor: Any) -> None:
     with contextlib.suppress(Exception):
         _ray().kill(actor, no_restart=True)
@@ -169,15 +178,25 @@ class RayExecutor:
 
     # ----- the cluster -----
     async def connect(self) -> bool:
-        """Connect to the cluster (on a worker thread); False, with the reason kept for readiness, when it cannot."""
+        """Connect to the cluster (on a worker thread); False, with the reason kept for readiness, when it cannot.
+        The head's port is tried first with a short timeout: `ray.init` itself waits minutes for a head that is not
+        there, and the server must start (and say why it is not ready) without one."""
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self._connect)
+            await asyncio.get_running_loop().run_in_executor(None, self._probe_head)
+            await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(None, self._connect), CONNECT_S)
         except Exception as exc:
-            self._problem = f"the Ray cluster at {self.address} is unreachable: {str(exc).splitlines()[0][:300]}"
+            self._problem = f"the Ray cluster at {self.address} is unreachable: {_first_line(exc)}"
             log.error("%s", self._problem)
             return False
         self.connected, self._problem = True, None
         return True
+
+    def _probe_head(self) -> None:
+        if self.address == "auto":
+            return  # Ray finds the cluster `ray start` left on this host, or fails at once
+        host, _, port = self.address.rpartition(":")
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=HEAD_PROBE_S):
+            pass
 
     def _connect(self) -> None:
         ray = _ray()
@@ -208,7 +227,7 @@ class RayExecutor:
         try:
             actor = await loop.run_in_executor(None, self._create, launch)
         except Exception as exc:
-            raise TrainerStartError(f"Ray could not start the trainer: {str(exc).splitlines()[0][:300]}") from exc
+            raise TrainerStartError(f"Ray could not start the trainer: {_first_line(exc)}") from exc
         return RayTrainer(launch.run_id, actor)
 
     def _create(self, launch: Launch) -> Any:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
-from server_harness import CONTRACT, ServerFactory, ServerProcess, read_sse, start_run, wait_for
+from server_harness import CONTRACT, ServerFactory, ServerProcess, check_problem, read_sse, start_run, wait_for
 
 from reference_server.evidence.audit import audit_run
 from tooling.ray_local import LocalRayCluster
@@ -156,3 +157,20 @@ def test_the_conformance_suite_passes_a_server_on_the_ray_executor(
         check=False,
     )
     assert done.returncode == 0, (done.stdout[-4000:], done.stderr[-4000:])
+
+
+def test_an_unreachable_cluster_is_not_ready_and_refuses_runs_with_a_clear_503(server_factory: ServerFactory) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]  # nothing listens once the socket is closed
+    server = server_factory(extra_args=["--executor", "ray", "--ray-address", f"127.0.0.1:{port}"], wait_ready=False)
+    with server.client() as client:
+        assert client.get("/healthz").status_code == 200
+        deadline = time.monotonic() + 60
+        ready = client.get("/readyz")
+        while "unreachable" not in ready.text and time.monotonic() < deadline:
+            time.sleep(0.5)
+            ready = client.get("/readyz")
+        assert ready.status_code == 503 and "unreachable" in ready.json()["checks"]["device"]["detail"], ready.text
+        refused = check_problem(client.post("/api/training/runs", json={"steps": 10}), 503, "executor_unavailable")
+        assert "unreachable" in refused["detail"]
