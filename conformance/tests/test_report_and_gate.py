@@ -31,11 +31,20 @@ COMMIT = "0123456789abcdef0123456789abcdef01234567"
 RUN_ID = "run-0123456789ab"
 
 
-def write_training_evidence(root: Path) -> dict[str, Any]:
+def log_lines(*kinds: str) -> bytes:
+    """A metrics.jsonl of events of these types, ids 1..N."""
+    data = {"status": {"status": "queued"}, "metric": {"step": 1, "loss": 1.0, "accuracy": 0.1},
+            "end": {"status": "succeeded", "error": None}}  # fmt: skip
+    events = [{"id": i, "run_id": RUN_ID, "type": k, "time": "2025-01-01T00:00:00Z", "data": data[k]}
+              for i, k in enumerate(kinds, start=1)]  # fmt: skip
+    return b"".join(json.dumps(e).encode() + b"\n" for e in events)
+
+
+def write_training_evidence(root: Path, metrics: bytes | None = None) -> dict[str, Any]:
     run_dir = root / "training" / RUN_ID
     files = {
         "config.json": b'{"a": 1}\n',
-        "metrics.jsonl": b'{"id": 1}\n',
+        "metrics.jsonl": metrics if metrics is not None else log_lines("status", "metric", "end"),
         "checkpoints/step-000010.safetensors": b"\0" * 64,
     }
     for name, data in files.items():
@@ -62,8 +71,9 @@ def results(failing: str | None = None) -> list[CheckResult]:
 
 
 def write_verification(root: Path, *, failing: str | None = None, selected: list[str] | None = None,
-                       commit: str = COMMIT, main_request: dict[str, Any] | None = None) -> Path:  # fmt: skip
-    manifest = write_training_evidence(root)
+                       commit: str = COMMIT, main_request: dict[str, Any] | None = None,
+                       metrics: bytes | None = None) -> Path:  # fmt: skip
+    manifest = write_training_evidence(root, metrics)
     folder = VerifyFolder(root / "phase1" / "verify" / commit)
     served = (root / "training" / RUN_ID / "manifest.json").read_bytes()
     copy = folder.write_bytes(f"training/main-{RUN_ID}/manifest.json", served)
@@ -187,6 +197,28 @@ def test_gate_refuses_tampered_evidence_on_either_side(tmp_path: Path, target: s
     outcome = run_gate(COMMIT, tmp_path)
     assert not outcome.passed
     assert any(expected in p for p in outcome.problems), outcome.problems
+
+
+@pytest.mark.parametrize(
+    ("kinds", "expected"),
+    [
+        (("status", "metric", "end", "metric", "end"), "after its attempt's end"),
+        (("metric", "status", "end"), "line 1 is a 'metric' event"),
+    ],
+)
+def test_gate_refuses_a_log_that_breaks_its_rules_even_when_the_manifest_matches_it(
+    tmp_path: Path, kinds: tuple[str, ...], expected: str
+) -> None:
+    write_verification(tmp_path, metrics=log_lines(*kinds))
+    outcome = run_gate(COMMIT, tmp_path)
+    assert not outcome.passed and any(expected in p for p in outcome.problems), outcome.problems
+
+
+def test_gate_refuses_a_log_with_repeated_ids(tmp_path: Path) -> None:
+    lines = log_lines("status", "metric", "end").splitlines(keepends=True)
+    write_verification(tmp_path, metrics=lines[0] + lines[1] + lines[1] + lines[2])
+    outcome = run_gate(COMMIT, tmp_path)
+    assert any("has id 2, expected 3" in p for p in outcome.problems), outcome.problems
 
 
 def test_gate_refuses_missing_training_evidence_and_unlisted_files(tmp_path: Path) -> None:

@@ -47,6 +47,13 @@ checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403",
 """
 
 
+def schemathesis_config(run_id: str | None) -> str:
+    """The Schemathesis configuration of a fuzz run (the suite's --fuzz and the project's own fuzz tests alike):
+    run ids from one real run, and the statuses a schema-valid request may get that depend on state no schema can
+    express (a list cursor must come from an earlier page; a Last-Event-ID must not be past the run's last event)."""
+    return _CONFIG.format(run_id=json.dumps(run_id or "no-run-id"))
+
+
 @dataclass
 class FuzzPhase:
     """What one Schemathesis phase did and found."""
@@ -99,7 +106,7 @@ def run_phase(
         return FuzzPhase(mode, None, 0.0, error=fuzzing_available())
     folder.mkdir(parents=True, exist_ok=True)
     config = folder / "schemathesis.toml"
-    config.write_text(_CONFIG.format(run_id=json.dumps(run_id or "no-run-id")))
+    config.write_text(schemathesis_config(run_id))
     argv = [
         command, "--config-file", str(config), "run", f"{base_url.rstrip('/')}/openapi.json",
         "--mode", mode, "--phases", "examples,coverage,fuzzing", "--checks", "all",

@@ -6,7 +6,8 @@ stage1) exists (a 7+ character prefix of the commit also finds it when unambiguo
 each hash holds; report.json is valid against verification-report.schema.json, names this commit, checked this
 profile's markers, ran every check (no --check selection) and passed; for each
 run it names, `<root>/training/<run_id>/manifest.json` equals the manifest the suite downloaded, and every file the
-manifest lists re-hashes to its recorded size and SHA-256.
+manifest lists re-hashes to its recorded size and SHA-256, and its metrics.jsonl keeps the rules of an event log
+(ids exactly 1..N, at most one `end` per attempt: `event_log.py`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import Contract, default_contract
+from .event_log import log_problems
 from .folder import SUMS_NAME, read_sums, sha256_file
 from .profile import DEFAULT_PROFILE, load_profile
 
@@ -97,6 +99,13 @@ def check_training_evidence(evidence_root: Path, entry: dict[str, object]) -> li
             problems.append(f"run {run_id}: {path} is missing")
         elif path.stat().st_size != file["bytes"] or sha256_file(path) != file["sha256"]:
             problems.append(f"run {run_id}: {path} does not match its manifest hash")
+    log_path = run_dir / "metrics.jsonl"
+    if not problems and log_path.is_file():
+        try:
+            events = [json.loads(line) for line in log_path.read_bytes().splitlines()]
+        except ValueError as exc:
+            return [f"run {run_id}: {log_path} holds a line that is not JSON ({exc})"]
+        problems += [f"run {run_id}: {log_path}: {p}" for p in log_problems(events)]
     return problems
 
 
