@@ -18,6 +18,8 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .provenance import SERVICE_VERSION
+
 
 class ConfigError(Exception):
     """The configuration cannot work; the message says which setting and why."""
@@ -229,6 +231,7 @@ def parser() -> argparse.ArgumentParser:
         "                                                          (see: verify-evidence --help)",
         epilog=f"environment only:\n{env_only}\n\nalso read:\n{others}",
     )
+    p.add_argument("--version", action="version", version=f"trainer-server {SERVICE_VERSION}")
     for option in OPTIONS:
         if not option.flag:
             continue
