@@ -66,13 +66,15 @@ def test_passing_and_failing_targets_exit_0_and_1_naming_the_evidence(
     with ScriptedTarget() as good:
         assert main(["--base-url", good.url, "--out", str(tmp_path), "--check", "health", "--commit", "c1"]) == 0
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("trainer-conformance: PASSED") and line.endswith(str(tmp_path / "c1"))
+    # A subset of the checks is a partial run: it goes beside the commit's folder, never into it.
+    assert line.startswith("trainer-conformance: PASSED") and line.endswith(str(tmp_path / "partial-c1"))
+    assert not (tmp_path / "c1").exists()
     with ScriptedTarget(Breakage(mocks=True)) as bad:
         assert main(["run", "--base-url", bad.url, "--out", str(tmp_path), "--check", "health"]) == 1
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert "FAILED 3 of 4 checks (health.liveness, health.readiness, health.headers)" in line
     # Without --commit the folder is named by the target's X-Commit-SHA.
-    assert (tmp_path / "abc1234def5678" / "report.json").is_file()
+    assert (tmp_path / "partial-abc1234def5678" / "report.json").is_file()
 
 
 def test_json_prints_one_summary_on_stdout_and_the_verdict_on_stderr(
@@ -85,7 +87,7 @@ def test_json_prints_one_summary_on_stdout_and_the_verdict_on_stderr(
     assert code == summary["exit_code"] == 1
     assert summary["verdict"] == "failed" and summary["failed"] == ["health.liveness", "health.readiness",
                                                                      "health.headers"]  # fmt: skip
-    assert summary["summary"]["total"] == 4 and summary["folder"] == str(tmp_path / "abc1234def5678")
+    assert summary["summary"]["total"] == 4 and summary["folder"] == str(tmp_path / "partial-abc1234def5678")
     assert captured.err.strip() == summary["line"]
     unreachable = main(["--base-url", f"http://127.0.0.1:{closed_port()}", "--json"])
     assert unreachable == 2 and json.loads(capsys.readouterr().out)["verdict"] == "could_not_run"

@@ -72,8 +72,8 @@ def test_the_profile_names_the_verification_folder(
     monkeypatch.chdir(tmp_path)
     with ScriptedTarget(Breakage(phase="stage2")) as target:
         outcome = run_suite(Options(base_url=target.url, profile="stage2"), patterns=["health.liveness"])
-    assert outcome.folder == Path("evidence/phase2/verify/abc1234def5678")
-    assert (tmp_path / "evidence/phase2/verify/abc1234def5678/report.json").is_file()
+    assert outcome.folder == Path("evidence/phase2/verify/partial-abc1234def5678")  # one check: a partial run
+    assert (tmp_path / "evidence/phase2/verify/partial-abc1234def5678/report.json").is_file()
 
 
 def test_the_suite_waits_for_readiness_and_records_the_wait(tmp_path: Path) -> None:

@@ -34,6 +34,8 @@ from .report import (
 )
 from .session import Options, Session
 
+#: Folders of partial runs (--check, or --run-config beyond a dataset): `<verify dir>/partial-<commit>/`.
+PARTIAL_PREFIX = "partial-"
 #: Verification folders go to `<DEFAULT_EVIDENCE_ROOT>/<profile's verify_dir>/<commit>/` unless --out says otherwise.
 DEFAULT_EVIDENCE_ROOT = Path("evidence")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
@@ -95,6 +97,10 @@ def run_suite(
             return SuiteOutcome(2, f"trainer-conformance: COULD NOT RUN: target unreachable: {exc}")
         header_commit = health.headers.get("x-commit-sha")
         name = _UNSAFE.sub("_", commit or header_commit or "unknown")[:64] or "unknown"
+        if patterns or set(options.main_request) - {"dataset"}:
+            # A partial run (some checks, or a main run the gate would refuse) never replaces the commit's folder:
+            # it goes beside it, under a name no commit lookup matches.
+            name = f"{PARTIAL_PREFIX}{name}"
         folder = VerifyFolder(out / name)
         try:
             recorder.attach(folder)
