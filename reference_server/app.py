@@ -158,33 +158,25 @@ class Service:
         return service
 
     def _register_metrics(self) -> None:
-        m, t = self.manager, self.telemetry
-        t.add("trainer_runs", "Runs by status", "gauge", lambda: [({"status": s}, n) for s, n in m.counts().items()])
-        t.add(
-            "trainer_steps_trained_total",
-            "Optimizer steps trained, summed over every run this server knows",
-            "counter",
-            lambda: [({}, sum(r.step for r in m.runs.values()))],
+        m = self.manager
+        self.events.observers.append(self.telemetry.observe_event)
+
+        def free_bytes() -> int:
+            try:
+                return self.store.free_bytes()
+            except OSError:
+                return 0
+
+        self.telemetry.watch(
+            lambda: {
+                "runs": m.counts(),
+                "queued": m.queued,
+                "active": m.active,
+                "subscribers": self.events.subscribers,
+                "damaged": len(m.damaged),
+                "free_bytes": free_bytes(),
+            }
         )
-        t.add("trainer_runs_queued", "Runs waiting for a training slot", "gauge", lambda: [({}, m.queued)])
-        t.add("trainer_runs_active", "Training processes alive", "gauge", lambda: [({}, m.active)])
-        t.add(
-            "trainer_sse_subscribers", "Open event-stream connections", "gauge", lambda: [({}, self.events.subscribers)]
-        )
-        t.add(
-            "trainer_events_total",
-            "Run events published since this server started",
-            "counter",
-            lambda: [({}, self.events.appended_total)],
-        )
-        t.add(
-            "trainer_evidence_damaged_runs",
-            "Run folders whose evidence recovery could not trust",
-            "gauge",
-            lambda: [({}, len(m.damaged))],
-        )
-        started = time.time()
-        t.add("trainer_process_start_time_seconds", "Server start, Unix time", "gauge", lambda: [({}, started)])
 
     async def start(self) -> RecoveryReport:
         """Take the evidence folder (FolderLocked when another server has it), rebuild runs from it (active ones

@@ -16,7 +16,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,7 +71,8 @@ class EventLog:
         self._feed: deque[tuple[int, dict[str, Any]]] = deque(maxlen=feed_backlog)
         self._feed_seq = 0
         self.feed_condition = Condition()
-        self.appended_total = 0
+        #: Called with every event as it is published (the metrics count them).
+        self.observers: list[Callable[[dict[str, Any]], None]] = []
 
     def load(self, run_id: str, events: list[dict[str, Any]]) -> RunEvents:
         """Register a run with the events already on disk (at start-up, or a new run's first event)."""
@@ -120,7 +121,8 @@ class EventLog:
         if event["id"] != log.last_id + 1:
             raise RuntimeError(f"event {event['id']} of {event['run_id']} published out of order")
         log.events.append(event)
-        self.appended_total += 1
+        for observe in self.observers:
+            observe(event)
         log.condition.notify_all()
         self._feed_seq += 1
         self._feed.append((self._feed_seq, event))
