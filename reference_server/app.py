@@ -108,7 +108,7 @@ class Service:
         identity = identity or ServiceProvenance.detect(env)
         contract = contract or default_contract()
         store = EvidenceStore(settings.evidence_dir, contract)
-        events = EventLog(store, max_subscribers=settings.max_sse_subscribers)
+        events = EventLog(store, max_subscribers=settings.max_sse_subscribers, cache_runs=settings.event_cache_runs)
         journal = RunJournal(store, events)
         catalog = DatasetCatalog(settings.data_dir)
         executor = make_executor(settings, catalog.root, env)
@@ -137,6 +137,7 @@ class Service:
             pending_ends=lambda: len(journal.pending),
         )
         manager.device = readiness.device_name
+        events.on_evict = manager.compact
         telemetry = Telemetry()
         lock = FolderLock(store.training)
         service = cls(
@@ -175,6 +176,7 @@ class Service:
                 "subscribers": self.events.subscribers,
                 "damaged": len(m.damaged),
                 "free_bytes": free_bytes(),
+                "logs_in_memory": self.events.in_memory,
             }
         )
 
@@ -188,6 +190,7 @@ class Service:
             await connect()
         report = await recover(self.store, self.events, self.journal, self.manager, self.executor)
         self.manager.damaged.update(report.damaged)
+        self.events.trim()  # recovery read every log; only the cache's worth of ended ones stays in memory
         self.readiness.start()
         self._retry_task = asyncio.create_task(self._background(report))
         return report

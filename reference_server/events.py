@@ -2,9 +2,10 @@
 
 An event is ``{id, run_id, type, time, data}`` (schemas/event.schema.json); ids start at 1 and increase by one within
 a run. "The events after Last-Event-ID N" are found by id, not by list position, so a replay always moves forward
-even through a log that is not what it should be. The whole log of every run is kept in memory (a default run has
-~160 events), which makes replay after a finished run or a restart the same code path as a live stream: the log is
-loaded from metrics.jsonl at start-up.
+even through a log that is not what it should be. The log of every active run is kept in memory, and of the
+`cache_runs` ended runs read most recently; an ended run's log beyond those leaves memory (its run's view drops its
+per-step history with it) and is read back from metrics.jsonl when someone asks for it, on a worker thread. A log
+being streamed is pinned and never leaves memory meanwhile.
 
 Subscribers follow the chat-demo shape: a cursor, a condition to wait on with a timeout (the heartbeat), and a
 wake-up when the client goes away. The all-runs feed is live only and keeps a bounded backlog. At shutdown the log
@@ -13,9 +14,10 @@ is closed only after every run has published its last event, so every stream can
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,24 +38,19 @@ def new_event(run_id: str, event_id: int, type_: str, data: dict[str, Any]) -> d
 
 @dataclass
 class RunEvents:
-    """One run's events and the condition its subscribers wait on."""
+    """One run's events (None while they are not in memory) and the condition its subscribers wait on."""
 
     run_id: str
-    events: list[dict[str, Any]] = field(default_factory=list)
+    events: list[dict[str, Any]] | None = field(default_factory=list)
+    last_id: int = 0  # id of the newest event (0 before the first), known whether or not the events are in memory
+    ended: bool = False  # the newest event is an `end`: nothing follows it but a resume
+    pins: int = 0  # streams reading it now
     condition: Condition = field(default_factory=Condition)
 
-    @property
-    def last_id(self) -> int:
-        """Id of the newest event (0 before the first)."""
-        return int(self.events[-1]["id"]) if self.events else 0
-
-    @property
-    def ended(self) -> bool:
-        """True once the `end` event is in the log: nothing follows it but a resume."""
-        return bool(self.events) and self.events[-1]["type"] == "end"
-
     def after(self, cursor: int, limit: int | None = None) -> list[dict[str, Any]]:
-        """The events with id > cursor, in order (at most `limit` of them)."""
+        """The events with id > cursor, in order (at most `limit` of them); the log must be in memory."""
+        if self.events is None:
+            raise RuntimeError(f"the log of run {self.run_id} is not in memory: load it first")
         start = bisect.bisect_right(self.events, cursor, key=lambda e: int(e["id"]))
         return self.events[start : None if limit is None else start + limit]
 
@@ -61,9 +58,15 @@ class RunEvents:
 class EventLog:
     """Appends events (evidence first, then memory, then subscribers) and hands out cursors to read them."""
 
-    def __init__(self, store: EvidenceStore, *, max_subscribers: int, feed_backlog: int = 10_000) -> None:
+    def __init__(
+        self, store: EvidenceStore, *, max_subscribers: int, cache_runs: int, feed_backlog: int = 10_000
+    ) -> None:
         self.store = store
         self.max_subscribers = max_subscribers
+        self.cache_runs = cache_runs
+        #: Called with a run id when its log leaves memory (the run's view drops its per-step history then).
+        self.on_evict: Callable[[str], None] = lambda run_id: None
+        self._resident: OrderedDict[str, None] = OrderedDict()  # ended runs whose logs are in memory, oldest first
         self.subscribers = 0
         self.closed = False
         self._runs: dict[str, RunEvents] = {}
@@ -75,10 +78,57 @@ class EventLog:
         self.observers: list[Callable[[dict[str, Any]], None]] = []
 
     def load(self, run_id: str, events: list[dict[str, Any]]) -> RunEvents:
-        """Register a run with the events already on disk (at start-up, or a new run's first event)."""
+        """Register a run with the events already on disk (at start-up, or [] for a new run)."""
         log = RunEvents(run_id, list(events))
+        if events:
+            log.last_id, log.ended = int(events[-1]["id"]), events[-1]["type"] == "end"
         self._runs[run_id] = log
+        if log.ended:
+            self._resident[run_id] = None
         return log
+
+    async def loaded(self, run_id: str) -> RunEvents:
+        """A run's log with its events in memory (read back from metrics.jsonl, up to the last event published, on a
+        worker thread when they had left)."""
+        log = self._runs[run_id]
+        if log.events is None:
+            events = await asyncio.get_running_loop().run_in_executor(None, self.store.read_events, run_id)
+            if log.events is None:
+                log.events = events[: log.last_id]
+        if log.ended:
+            self._resident[run_id] = None
+            self._resident.move_to_end(run_id)
+            self.trim()
+        return log
+
+    @contextlib.contextmanager
+    def pinned(self, log: RunEvents) -> Iterator[None]:
+        """Keep a log in memory while it is streamed."""
+        log.pins += 1
+        try:
+            yield
+        finally:
+            log.pins -= 1
+            self.trim()
+
+    def trim(self) -> None:
+        """Let the logs of ended runs beyond the `cache_runs` most recently read leave memory (pinned ones stay)."""
+        excess = len(self._resident) - self.cache_runs
+        for run_id in list(self._resident):
+            if excess <= 0:
+                break
+            log = self._runs[run_id]
+            if log.pins or not log.ended:
+                continue
+            log.events = None
+            del self._resident[run_id]
+            excess -= 1
+            self.on_evict(run_id)
+
+    @property
+    def in_memory(self) -> int:
+        """Runs whose logs are in memory now (active ones and the cached ended ones)."""
+        return sum(log.events is not None for log in self._runs.values())
 
     def get(self, run_id: str) -> RunEvents | None:
         """A run's events, or None for an unknown run."""
@@ -118,9 +168,18 @@ class EventLog:
     def publish(self, event: dict[str, Any]) -> None:
         """Show a recorded event to readers and wake the subscribers waiting for it."""
         log = self._runs[event["run_id"]]
-        if event["id"] != log.last_id + 1:
-            raise RuntimeError(f"event {event['id']} of {event['run_id']} published out of order")
+        if event["id"] != log.last_id + 1 or log.events is None:
+            raise RuntimeError(
+                f"event {event['id']} of {event['run_id']} published out of order, or to a log not loaded"
+            )
         log.events.append(event)
+        log.last_id, log.ended = int(event["id"]), event["type"] == "end"
+        if log.ended:
+            self._resident[log.run_id] = None
+            self._resident.move_to_end(log.run_id)
+            self.trim()
+        elif log.run_id in self._resident:  # a resume: active again, so it stays
+            del self._resident[log.run_id]
         for observe in self.observers:
             observe(event)
         log.condition.notify_all()

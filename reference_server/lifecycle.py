@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -82,8 +82,12 @@ class Run:
     finished_at: str | None = None
     step: int = 0
     device: str | None = None
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-    evals: list[dict[str, Any]] = field(default_factory=list)
+    #: Every metric and evaluation of the view, or None while compacted (an ended run whose log left memory: fold the
+    #: log again with `restore` before paging through them).
+    metrics: list[dict[str, Any]] | None = field(default_factory=list)
+    evals: list[dict[str, Any]] | None = field(default_factory=list)
+    latest_metric: dict[str, Any] | None = None
+    latest_eval: dict[str, Any] | None = None
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
     resumed_from: str | None = None  # the checkpoint name the current attempt continues from
@@ -119,20 +123,22 @@ class Run:
                 self.placement = data.get("placement", self.placement)
                 self.step = max(self.step, int(data.get("step", 0)))
         elif kind == "metric":
-            self.metrics.append({k: data[k] for k in METRIC_FIELDS if k in data} | {"time": event["time"]})
+            self.latest_metric = {k: data[k] for k in METRIC_FIELDS if k in data} | {"time": event["time"]}
+            if self.metrics is not None:
+                self.metrics.append(self.latest_metric)
             self.step = max(self.step, int(data["step"]))
         elif kind == "checkpoint":
             record = {k: data[k] for k in CHECKPOINT_FIELDS if k in data}
-            self.evals.append(
-                {
-                    "step": data["step"],
-                    "eval_loss": data["eval_loss"],
-                    "eval_accuracy": data["eval_accuracy"],
-                    **({"eval_samples": data["eval_samples"]} if "eval_samples" in data else {}),
-                    "checkpoint": data["name"],
-                    "time": event["time"],
-                }
-            )
+            self.latest_eval = {
+                "step": data["step"],
+                "eval_loss": data["eval_loss"],
+                "eval_accuracy": data["eval_accuracy"],
+                **({"eval_samples": data["eval_samples"]} if "eval_samples" in data else {}),
+                "checkpoint": data["name"],
+                "time": event["time"],
+            }
+            if self.evals is not None:
+                self.evals.append(self.latest_eval)
             self.checkpoints.append(record | {"created_at": data.get("created_at", event["time"])})
             self.step = max(self.step, int(data["step"]))
         elif kind == "end":
@@ -151,9 +157,29 @@ class Run:
         self.trainer_seq = 0
         self.placement = None
         self.step = step
+        if self.metrics is None or self.evals is None:
+            raise RuntimeError(f"run {self.run_id} is compacted: restore its history before reopening it")
         self.metrics = [m for m in self.metrics if m["step"] <= step]
         self.evals = [e for e in self.evals if e["step"] <= step]
+        self.latest_metric = self.metrics[-1] if self.metrics else None
+        self.latest_eval = self.evals[-1] if self.evals else None
         self.checkpoints = [c for c in self.checkpoints if c["step"] <= step]
+
+    @property
+    def compacted(self) -> bool:
+        """True while the view holds no per-step history (see `compact`)."""
+        return self.metrics is None or self.evals is None
+
+    def compact(self) -> None:
+        """Drop the per-step history of an ended run (its log keeps it): what a run list or body shows stays."""
+        self.metrics = self.evals = None
+
+    def restore(self, events: Sequence[Mapping[str, Any]]) -> None:
+        """Rebuild the per-step history from the run's whole log."""
+        scratch = Run(run_id=self.run_id, config=self.config, created_at=self.created_at, seq=self.seq)
+        for event in events:
+            scratch.apply(event)
+        self.metrics, self.evals = scratch.metrics, scratch.evals
 
     def links(self) -> dict[str, str]:
         """Where a client goes next (relative URLs)."""
@@ -182,8 +208,8 @@ class Run:
             "finished_at": self.finished_at,
             "config": self.config,
             "progress": {"step": self.step, "total_steps": total, "fraction": min(1.0, self.step / total)},
-            "latest_metrics": self.metrics[-1] if self.metrics else None,
-            "latest_eval": self.evals[-1] if self.evals else None,
+            "latest_metrics": self.latest_metric,
+            "latest_eval": self.latest_eval,
             "checkpoints": [self.checkpoint_json(c) for c in self.checkpoints],
             "device": self.device,
             "placement": self.placement,
@@ -194,7 +220,10 @@ class Run:
         }
 
     def metrics_page(self, after_step: int | None, limit: int) -> dict[str, Any]:
-        """metrics.schema.json: records with step > after_step, covering at most `limit` distinct steps."""
+        """metrics.schema.json: records with step > after_step, covering at most `limit` distinct steps (the view must
+        not be compacted)."""
+        if self.metrics is None or self.evals is None:
+            raise RuntimeError(f"run {self.run_id} is compacted: restore its history first")
         floor = -1 if after_step is None else after_step
         steps = sorted(
             {m["step"] for m in self.metrics if m["step"] > floor}

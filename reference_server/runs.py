@@ -131,6 +131,20 @@ class RunManager:
             counts[str(run.status)] += 1
         return counts
 
+    async def history(self, run: Run) -> Run:
+        """The run with its per-step history in its view (read back from its log when the view was compacted)."""
+        if run.compacted:
+            log = await self.events.loaded(run.run_id)
+            if run.compacted and log.events is not None:
+                run.restore(log.events)
+        return run
+
+    def compact(self, run_id: str) -> None:
+        """Drop the per-step history of an ended run whose log left memory."""
+        run = self.runs.get(run_id)
+        if run is not None and run.terminal:
+            run.compact()
+
     def largest_checkpoint(self) -> int:
         """Bytes of the largest checkpoint any run has written (0 before the first)."""
         return max((int(c["bytes"]) for run in self.runs.values() for c in run.checkpoints), default=0)
@@ -373,6 +387,9 @@ class RunManager:
         if self._resumable_checkpoint(run) is not checkpoint:
             raise RunNotResumable(f"run {run_id} changed while its resume was checked; it is now {run.status}")
         self._check_queue_room()
+        await self.history(run)
+        if self._resumable_checkpoint(run) is not checkpoint:
+            raise RunNotResumable(f"run {run_id} changed while its resume was checked; it is now {run.status}")
         self._reopen(run, checkpoint, {})
         return run
 
@@ -412,6 +429,7 @@ class RunManager:
         if digest != checkpoint["sha256"] or size != checkpoint["bytes"]:
             log.error("run %s: not resumed automatically: %s no longer hashes as recorded", run.run_id, path.name)
             return
+        await self.history(run)
         if run.status is not RunStatus.INTERRUPTED or self.stopping:  # a client resumed it meanwhile, or we stop
             return
         attempt = {"attempt": run.auto_resumes + 1, "max": self.limits.max_auto_resumes, "after": "node_lost"}

@@ -42,6 +42,7 @@ class Settings:
     body_timeout_s: float = 60.0
     write_timeout_s: float = 30.0
     max_sse_subscribers: int = 500
+    event_cache_runs: int = 32
     heartbeat_s: float = 5.0
     sse_retry_ms: int = 3000
     cancel_grace_s: float = 30.0
@@ -106,6 +107,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "max_sse_subscribers", "TRAINER_MAX_SSE_SUBSCRIBERS", "event-stream clients at once; more get 503", minimum=1
+    ),
+    Option(
+        "event_cache_runs",
+        "TRAINER_EVENT_CACHE_RUNS",
+        "ended runs whose event logs stay in memory (others are read back from disk when asked for)",
+        minimum=0,
     ),
     Option("heartbeat_s", "TRAINER_SSE_HEARTBEAT_S", "seconds without events before an SSE comment line", minimum=0.01),
     Option("sse_retry_ms", "TRAINER_SSE_RETRY_MS", "the SSE retry: a client's reconnect delay", minimum=0),

@@ -33,19 +33,15 @@ class _Gauges(Collector):
         for status, count in state["runs"].items():
             runs.add_metric([status], count)
         yield runs
-        yield GaugeMetricFamily("trainer_runs_queued", "Runs waiting for a training slot", value=state["queued"])
-        yield GaugeMetricFamily(
-            "trainer_runs_active", "Runs with a trainer starting or training", value=state["active"]
-        )
-        yield GaugeMetricFamily("trainer_sse_subscribers", "Open event-stream connections", value=state["subscribers"])
-        yield GaugeMetricFamily(
-            "trainer_evidence_damaged_runs",
-            "Run folders whose evidence recovery could not trust",
-            value=state["damaged"],
-        )
-        yield GaugeMetricFamily(
-            "trainer_evidence_free_bytes", "Free bytes on the evidence disk", value=state["free_bytes"]
-        )
+        for name, help_, key in (
+            ("trainer_runs_queued", "Runs waiting for a training slot", "queued"),
+            ("trainer_runs_active", "Runs with a trainer starting or training", "active"),
+            ("trainer_sse_subscribers", "Open event-stream connections", "subscribers"),
+            ("trainer_evidence_damaged_runs", "Run folders whose evidence recovery could not trust", "damaged"),
+            ("trainer_evidence_free_bytes", "Free bytes on the evidence disk", "free_bytes"),
+            ("trainer_event_logs_in_memory", "Runs whose event logs are in memory", "logs_in_memory"),
+        ):
+            yield GaugeMetricFamily(name, help_, value=state[key])
 
 
 class Telemetry:

@@ -97,7 +97,7 @@ class RunMetricsHandler(RunHandlerBase):
 
     async def get(self, run_id: str) -> None:
         """Loss and accuracy per logged step, eval per checkpoint, paginated by step."""
-        run = self.find(run_id)
+        run = await self.manager.history(self.find(run_id))
         after = self.int_argument("after_step", None, 0, 10**12)
         limit = self.int_argument("limit", 100, 1, 1000)
         assert limit is not None

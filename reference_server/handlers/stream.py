@@ -75,14 +75,14 @@ class EventStreamHandler(BaseHandler):
         if not RUN_ID_PATTERN.match(run_id):
             raise InvalidParameter(f"run_id={run_id!r} is not a run id")
         self.manager.get(run_id)  # 404 for an unknown run, 409 for one whose evidence cannot be trusted
-        log = self.events.get(run_id)
-        if log is None:
+        if self.events.get(run_id) is None:
             raise RunNotFound(f"no run with id {run_id!r}")
+        log = await self.events.loaded(run_id)
         cursor = self._cursor(run_id, log)
         if self.request.method == "HEAD":
             self._open()
             return
-        with self.events.subscription(), self._tracked():
+        with self.events.subscription(), self._tracked(), self.events.pinned(log):
             self._open()
             await self._follow_run(log, cursor)
 

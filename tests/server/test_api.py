@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import load as load_safetensors
 from server_harness import (
     CONTRACT,
@@ -425,14 +426,17 @@ def test_prometheus_metrics(client: httpx.Client, finished: dict[str, Any]) -> N
     response = client.get("/metrics")
     assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=")
     check_headers(response, "all")
-    text = response.text
-    assert 'trainer_runs{status="succeeded"}' in text
-    assert "trainer_sse_subscribers " in text and "trainer_steps_trained_total " in text
-    assert 'trainer_http_request_duration_seconds_bucket{route="Run",method="GET",status="200",le="+Inf"}' in text
-    steps = next(
-        float(line.split()[1]) for line in text.splitlines() if line.startswith("trainer_steps_trained_total ")
-    )
-    assert steps >= 60
+    # Parsed with prometheus-client's own parser: the exposition is valid, whatever order its labels come in.
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples[("trainer_runs", frozenset({("status", "succeeded")}))] >= 1
+    assert ("trainer_sse_subscribers", frozenset()) in samples
+    run_gets = frozenset({("route", "Run"), ("method", "GET"), ("status", "200"), ("le", "+Inf")})
+    assert samples[("trainer_http_request_duration_seconds_bucket", run_gets)] >= 1
+    assert samples[("trainer_steps_trained_total", frozenset())] >= 60
 
 
 def test_openapi_documents_every_route_with_bundled_schemas(client: httpx.Client) -> None:
