@@ -42,7 +42,7 @@ from trainer_conformance.sse import ServerSentEvent
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tooling/ lives at the repository root
 
-from tooling.launcher import LaunchError, launch
+from tooling.launcher import LaunchError, launch, open_fds, rss_kib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -61,15 +61,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def rss_kib(self) -> int:
-        """Resident set size from /proc/PID/status."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        """Resident set size, KiB."""
+        return rss_kib(self.proc.pid)
 
     def open_files(self) -> int:
-        """Open file descriptors from /proc/PID/fd."""
-        return sum(1 for _ in Path(f"/proc/{self.proc.pid}/fd").iterdir())
+        """Open file descriptors."""
+        return open_fds(self.proc.pid)
 
 
 def start_server(root: Path, data_dir: Path | None, subscribers: int) -> Server:

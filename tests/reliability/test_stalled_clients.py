@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from server_harness import ServerProcess, read_sse, start_run, wait_for
 
+from tooling.launcher import open_fds, rss_kib
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-stalled")]
 
 SLOTS = 5
@@ -49,17 +51,6 @@ def stalled(server: ServerProcess, target: str) -> socket.socket:
     sock.connect((url.hostname or "127.0.0.1", url.port or 80))
     sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
     return sock
-
-
-def open_fds(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def subscribers(server: ServerProcess) -> float:
