@@ -8,7 +8,9 @@ per-step history with it) and is read back from metrics.jsonl when someone asks 
 being streamed is pinned and never leaves memory meanwhile.
 
 Subscribers follow the chat-demo shape: a cursor, a condition to wait on with a timeout (the heartbeat), and a
-wake-up when the client goes away. The all-runs feed is live only and keeps a bounded backlog. At shutdown the log
+wake-up when the client goes away. The all-runs feed is live only and keeps a bounded backlog. Each event is encoded
+into its SSE frame once, when it is published (the data is the very metrics.jsonl line), however many subscribers
+read it; a subscriber finds its place in the feed by arithmetic, not by scanning the backlog. At shutdown the log
 is closed only after every run has published its last event, so every stream can finish its sentence first.
 """
 
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from trainer_tinygrad.clock import utc_now
 
 from .errors import TooManySubscribers
 from .evidence import EvidenceStore
+from .evidence.store import dumps
 
 EVENT_TYPES = ("status", "metric", "checkpoint", "end")
 
@@ -36,12 +39,19 @@ def new_event(run_id: str, event_id: int, type_: str, data: dict[str, Any]) -> d
     return {"id": event_id, "run_id": run_id, "type": type_, "time": utc_now(), "data": data}
 
 
+def sse_frame(event: dict[str, Any], sse_id: str, line: str | None = None) -> str:
+    """One event in the SSE wire format; its data is its metrics.jsonl line (one line of JSON)."""
+    data = line if line is not None else dumps(event).decode("utf-8")
+    return f"id: {sse_id}\nevent: {event['type']}\ndata: {data}\n\n"
+
+
 @dataclass
 class RunEvents:
     """One run's events (None while they are not in memory) and the condition its subscribers wait on."""
 
     run_id: str
     events: list[dict[str, Any]] | None = field(default_factory=list)
+    frames: list[str | None] = field(default_factory=list)  # each event's SSE frame, encoded once, when needed
     last_id: int = 0  # id of the newest event (0 before the first), known whether or not the events are in memory
     ended: bool = False  # the newest event is an `end`: nothing follows it but a resume
     pins: int = 0  # streams reading it now
@@ -53,6 +63,22 @@ class RunEvents:
             raise RuntimeError(f"the log of run {self.run_id} is not in memory: load it first")
         start = bisect.bisect_right(self.events, cursor, key=lambda e: int(e["id"]))
         return self.events[start : None if limit is None else start + limit]
+
+    def frames_after(self, cursor: int, limit: int) -> tuple[int, str]:
+        """(the last id sent, the SSE frames of the events after `cursor`, at most `limit`, joined); (cursor, "")
+        when there are none. Frames are encoded on first use and kept."""
+        if self.events is None:
+            raise RuntimeError(f"the log of run {self.run_id} is not in memory: load it first")
+        start = bisect.bisect_right(self.events, cursor, key=lambda e: int(e["id"]))
+        end = min(len(self.events), start + limit)
+        if start >= end:
+            return cursor, ""
+        if len(self.frames) < len(self.events):
+            self.frames.extend([None] * (len(self.events) - len(self.frames)))
+        for i in range(start, end):
+            if self.frames[i] is None:
+                self.frames[i] = sse_frame(self.events[i], str(self.events[i]["id"]))
+        return int(self.events[end - 1]["id"]), "".join(self.frames[start:end])  # type: ignore[arg-type]
 
 
 class EventLog:
@@ -70,8 +96,11 @@ class EventLog:
         self.subscribers = 0
         self.closed = False
         self._runs: dict[str, RunEvents] = {}
-        # The all-runs feed: (sequence, event); a subscriber's cursor is a sequence number.
-        self._feed: deque[tuple[int, dict[str, Any]]] = deque(maxlen=feed_backlog)
+        # The all-runs feed: the frames of the last `feed_backlog` events (ids `<run_id>:<id>`); entry i has
+        # sequence number _feed_first + i, and a subscriber's cursor is a sequence number.
+        self.feed_backlog = feed_backlog
+        self._feed: list[str] = []
+        self._feed_first = 1
         self._feed_seq = 0
         self.feed_condition = Condition()
         #: Called with every event as it is published (the metrics count them).
@@ -121,6 +150,7 @@ class EventLog:
             if log.pins or not log.ended:
                 continue
             log.events = None
+            log.frames = []
             del self._resident[run_id]
             excess -= 1
             self.on_evict(run_id)
@@ -172,7 +202,10 @@ class EventLog:
             raise RuntimeError(
                 f"event {event['id']} of {event['run_id']} published out of order, or to a log not loaded"
             )
+        line = dumps(event).decode("utf-8")
         log.events.append(event)
+        if len(log.frames) == len(log.events) - 1:
+            log.frames.append(sse_frame(event, str(event["id"]), line))
         log.last_id, log.ended = int(event["id"]), event["type"] == "end"
         if log.ended:
             self._resident[log.run_id] = None
@@ -184,7 +217,10 @@ class EventLog:
             observe(event)
         log.condition.notify_all()
         self._feed_seq += 1
-        self._feed.append((self._feed_seq, event))
+        self._feed.append(sse_frame(event, f"{event['run_id']}:{event['id']}", line))
+        if len(self._feed) >= 2 * self.feed_backlog:  # trimmed in halves: appends stay O(1) on average
+            del self._feed[: -self.feed_backlog]
+            self._feed_first = self._feed_seq - len(self._feed) + 1
         self.feed_condition.notify_all()
 
     @property
@@ -192,9 +228,11 @@ class EventLog:
         """The all-runs feed's newest sequence number: a new subscriber starts here (live only)."""
         return self._feed_seq
 
-    def feed_after(self, cursor: int) -> list[tuple[int, dict[str, Any]]]:
-        """Feed entries after `cursor` that are still in the backlog."""
-        return [(seq, event) for seq, event in self._feed if seq > cursor]
+    def feed_after(self, cursor: int, limit: int) -> tuple[int, str]:
+        """(the new cursor, the frames of the feed entries after `cursor` still in the backlog, at most `limit`)."""
+        start = max(cursor + 1 - self._feed_first, 0)
+        frames = self._feed[start : start + limit]
+        return (self._feed_first + start + len(frames) - 1 if frames else cursor), "".join(frames)
 
     @contextlib.contextmanager
     def subscription(self) -> Iterator[None]:

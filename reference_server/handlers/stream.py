@@ -13,10 +13,8 @@ published its last event: a subscriber gets each run's `end` before the server g
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from tornado.ioloop import IOLoop
 from tornado.locks import Condition
@@ -30,12 +28,6 @@ from .base import STREAM_SEND_BUFFER, BaseHandler
 _LAST_ID = re.compile(rf"^(?:(?P<run>{RUN_ID_PATTERN.pattern.strip('^$')}):)?(?P<id>[0-9]{{1,18}})$")
 #: Events per write while replaying: bounds what one stream buffers.
 REPLAY_BATCH = 256
-
-
-def sse_frame(event: dict[str, Any], sse_id: str) -> str:
-    """One event in the SSE wire format (the data is one line of JSON)."""
-    data = json.dumps(event, allow_nan=False, separators=(",", ":"))
-    return f"id: {sse_id}\nevent: {event['type']}\ndata: {data}\n\n"
 
 
 class EventStreamHandler(BaseHandler):
@@ -132,10 +124,8 @@ class EventStreamHandler(BaseHandler):
         if not await self._send(""):
             return
         while not self._gone:
-            batch = log.after(cursor, REPLAY_BATCH)
-            if batch:
-                text = "".join(sse_frame(e, str(e["id"])) for e in batch)
-                cursor = batch[-1]["id"]
+            cursor, text = log.frames_after(cursor, REPLAY_BATCH)
+            if text:
                 if not await self._send(text):
                     return
                 continue
@@ -149,10 +139,8 @@ class EventStreamHandler(BaseHandler):
         if not await self._send(""):
             return
         while not self._gone:
-            batch = self.events.feed_after(cursor)[:REPLAY_BATCH]
-            if batch:
-                cursor = batch[-1][0]
-                text = "".join(sse_frame(e, f"{e['run_id']}:{e['id']}") for _, e in batch)
+            cursor, text = self.events.feed_after(cursor, REPLAY_BATCH)
+            if text:
                 if not await self._send(text):
                     return
                 continue
