@@ -40,7 +40,7 @@ class RunHandlerBase(BaseHandler):
 class RunsHandler(RunHandlerBase):
     """POST /api/training/runs (start), GET (list, newest first)."""
 
-    query_parameters = frozenset({"limit", "cursor", "status"})
+    query_parameters = frozenset({"limit", "cursor", "status", "tag"})
 
     async def post(self) -> None:
         """Start a run (or return the one its idempotency key already started). The key may come as the
@@ -75,7 +75,10 @@ class RunsHandler(RunHandlerBase):
         status = self.get_query_argument("status", None)
         if status is not None and status not in {str(s) for s in RunStatus}:
             raise InvalidParameter(f"status={status!r} is not one of {', '.join(str(s) for s in RunStatus)}")
-        runs, next_cursor = self.manager.page(limit, cursor, status)
+        tag = self.get_query_argument("tag", None)
+        if tag is not None and self.contract.errors("run-create-request.schema.json", {"tags": [tag]}):
+            raise InvalidParameter(f"tag={tag[:60]!r} is not a tag: a letter or digit, then up to 39 of [A-Za-z0-9._-]")
+        runs, next_cursor = self.manager.page(limit, cursor, status, tag)
         listing: dict[str, Any] = {"runs": [r.to_json() for r in runs], "next_cursor": next_cursor}
         if self.manager.damaged:
             listing["damaged"] = [{"run_id": k, "problem": v} for k, v in sorted(self.manager.damaged.items())]
