@@ -18,7 +18,7 @@ from typing import Any
 
 from tornado.web import Application, RequestHandler, URLSpec
 
-from . import routes
+from . import access, routes
 from .datasets import DatasetCatalog
 from .events import EventLog
 from .evidence import EvidenceStore, FolderLock
@@ -42,6 +42,7 @@ from .handlers import (
     RunHandler,
     RunMetricsHandler,
     RunsHandler,
+    SessionHandler,
 )
 from .health import Readiness
 from .journal import RunJournal
@@ -224,6 +225,7 @@ class Service:
             "run_evidence": (EvidenceHandler, run_deps),
             "run_evidence_file": (EvidenceFileHandler, run_deps),
             "events": (EventStreamHandler, stream),
+            "session": (SessionHandler, {"contract": self.contract}),
             "datasets": (DatasetsHandler, {"catalog": self.catalog}),
             "dataset_file": (DatasetFileHandler, {"catalog": self.catalog}),
             "healthz": (HealthHandler, {"readiness": self.readiness}),
@@ -239,10 +241,13 @@ class Service:
             api_token=self.settings.api_token,
             protect_reads=self.settings.protect_reads,
             write_timeout_s=self.settings.write_timeout_s,
+            cors_origins=frozenset(self.settings.cors_origins),
         )
+        token = self.settings.api_token
         return Application(
             table,
             policy=policy,
+            cookie_secret=access.session_key(token) if token else None,
             default_handler_class=NotFoundHandler,
             log_function=self._log_request,
             compress_response=False,  # never on the event stream; JSON bodies are small

@@ -22,6 +22,7 @@ PATHS: dict[str, str] = {
     "run_evidence": "/api/training/runs/{run_id}/evidence",
     "run_evidence_file": "/api/training/runs/{run_id}/evidence/{file:path}",
     "events": "/api/events/training",
+    "session": "/api/session",
     "datasets": "/api/datasets",
     "dataset_file": "/api/datasets/{name}/files/{file}",
     "healthz": "/healthz",

@@ -20,6 +20,7 @@ from .service import (
     OpenApiHandler,
     ReadyHandler,
 )
+from .session import SessionHandler
 from .stream import EventStreamHandler
 
 __all__ = [
@@ -42,4 +43,5 @@ __all__ = [
     "RunHandler",
     "RunMetricsHandler",
     "RunsHandler",
+    "SessionHandler",
 ]

@@ -440,6 +440,23 @@ def test_errors_are_problem_json(client: httpx.Client, method: str, path: str, s
         assert response.headers["Allow"]
 
 
+def test_without_cors_origins_there_is_no_cors_and_no_preflight(client: httpx.Client) -> None:
+    origin = {"Origin": "http://app.example"}
+    answer = client.get("/api/training/runs", headers=origin)
+    assert answer.status_code == 200 and not any(h.lower().startswith("access-control-") for h in answer.headers)
+    preflight = client.options("/api/training/runs", headers=origin | {"Access-Control-Request-Method": "POST"})
+    check_problem(preflight, 405)
+    assert preflight.headers["Allow"] == "GET, HEAD, POST"
+    # Without a token mutations are open, yet not to other sites' pages.
+    check_problem(
+        client.post("/api/training/runs", json={"steps": 0}, headers={"Sec-Fetch-Site": "cross-site"}),
+        403,
+        "cross_site_request",
+    )
+    check_problem(client.post("/api/session", json={"token": "x" * 16}), 409, "no_token_configured")
+    check_json(client.get("/api/session"), "session.schema.json")
+
+
 def test_request_id_is_echoed_when_well_formed(client: httpx.Client) -> None:
     assert (
         client.get("/healthz", headers={"X-Request-ID": "trace-1234:abcd"}).headers["X-Request-ID"] == "trace-1234:abcd"
