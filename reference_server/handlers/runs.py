@@ -6,6 +6,7 @@ import mimetypes
 from typing import Any
 
 from .. import routes
+from ..dashboard import EVIDENCE_PAGE_CSP, HTML_HEADERS
 from ..errors import (
     CheckpointNotFound,
     EvidenceFileNotFound,
@@ -175,6 +176,7 @@ class EvidenceHandler(RunHandlerBase):
 
 
 _TYPES = {
+    ".html": "text/html; charset=utf-8",
     ".json": "application/json; charset=utf-8",
     ".jsonl": "application/jsonl; charset=utf-8",
     ".log": "text/plain; charset=utf-8",
@@ -198,4 +200,13 @@ class EvidenceFileHandler(RunHandlerBase):
                 f"{routes.url('run_evidence', run_id=run_id)}"
             ) from exc
         content_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if path.suffix == ".html":
+            serve_evidence_page(self)
         await self.send_file(path, content_type)
+
+
+def serve_evidence_page(handler: BaseHandler) -> None:
+    """The headers of a self-contained evidence page (report.html): run in a sandbox, never framed."""
+    handler.set_header("Content-Security-Policy", EVIDENCE_PAGE_CSP)
+    for name, value in HTML_HEADERS.items():
+        handler.set_header(name, value)

@@ -1,0 +1,46 @@
+"""The dashboard: which page each route serves, and the policies its HTML goes out with.
+
+Pages are static HTML shells (static/pages/) with no data in them: every number on them comes from the JSON API
+through the page's own script, under the API's access control. So a page is the same bytes for everyone and is
+served without a credential, which is what lets a signed-out browser reach the sign-in form. No page has an inline
+script or style, so their Content-Security-Policy can be `default-src 'self'`.
+
+Evidence pages (report.html of a run, of a verification) are different: they are self-contained files meant to open
+from disk, with their scripts and styles inline. Served by this server they run in a CSP sandbox: an opaque origin
+that holds no cookie and cannot read the API as the signed-in user, whatever a run's name or a report's text holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: The dashboard's pages: strict, same-origin only, never framed (clickjacking), no plugins, no <base> rewriting.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+    "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+#: Evidence pages served from the evidence folders: their own inline code only, in a sandbox, with no network.
+EVIDENCE_PAGE_CSP = (
+    "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "img-src data:; frame-ancestors 'none'"
+)
+#: Headers every HTML answer carries beside its CSP.
+HTML_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
+
+
+@dataclass(frozen=True)
+class Page:
+    """One dashboard page: its HTML file under static/pages/ and the query parameters its script reads."""
+
+    file: str
+    query: frozenset[str] = frozenset()
+
+
+#: Route name -> page (the paths are in routes.PATHS).
+PAGES: dict[str, Page] = {
+    "dashboard": Page("pages/runs.html", frozenset({"status", "tag"})),
+    "dashboard_run": Page("pages/run.html"),
+    "dashboard_compare": Page("pages/compare.html", frozenset({"run"})),
+    "dashboard_start": Page("pages/start.html"),
+    "dashboard_verification": Page("pages/verification.html", frozenset({"commit"})),
+}
