@@ -19,11 +19,14 @@ from typing import Any
 from tornado.web import Application, RequestHandler, URLSpec
 
 from . import access, routes
+from .assets import Assets, bundled
+from .dashboard import PAGES
 from .datasets import DatasetCatalog
 from .events import EventLog
 from .evidence import EvidenceStore, FolderLock
 from .executors.local import LocalExecutor
 from .handlers import (
+    AssetHandler,
     CancelHandler,
     CheckpointFileHandler,
     CheckpointsHandler,
@@ -36,6 +39,7 @@ from .handlers import (
     MetricsHandler,
     NotFoundHandler,
     OpenApiHandler,
+    PageHandler,
     Policy,
     ReadyHandler,
     ResumeHandler,
@@ -43,6 +47,9 @@ from .handlers import (
     RunMetricsHandler,
     RunsHandler,
     SessionHandler,
+    VerificationFileHandler,
+    VerificationHandler,
+    VerificationsHandler,
 )
 from .health import Readiness
 from .journal import RunJournal
@@ -52,6 +59,7 @@ from .runs import RunLimits, RunManager
 from .schemas import Contract, default_contract
 from .settings import Settings
 from .telemetry import Telemetry
+from .verification import VerificationReports
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("reference_server.access")
@@ -76,6 +84,8 @@ class Service:
     readiness: Readiness
     telemetry: Telemetry
     lock: FolderLock
+    assets: Assets
+    reports: VerificationReports
     env: dict[str, str] = field(default_factory=dict)
     streams: set[RequestHandler] = field(default_factory=set)
     _retry_task: asyncio.Task[None] | None = None
@@ -92,7 +102,8 @@ class Service:
         env = dict(os.environ if env is None else env)
         identity = identity or ServiceProvenance.detect(env)
         contract = contract or default_contract()
-        store = EvidenceStore(settings.evidence_dir, contract)
+        assets = bundled()  # AssetError when a vendored file is not the bytes its record names
+        store = EvidenceStore(settings.evidence_dir, contract, assets)
         events = EventLog(store, max_subscribers=settings.max_sse_subscribers)
         journal = RunJournal(store, events)
         catalog = DatasetCatalog(settings.data_dir)
@@ -133,6 +144,8 @@ class Service:
             readiness,
             telemetry,
             lock,
+            assets,
+            VerificationReports(settings.evidence_dir, contract),
             env,
         )
         service._register_metrics()
@@ -215,6 +228,8 @@ class Service:
             "streams": self.streams,
         }
         handlers: dict[str, tuple[type[RequestHandler], dict[str, Any]]] = {
+            **{name: (PageHandler, {"page": page, "html": page.render(self.assets)}) for name, page in PAGES.items()},
+            "static": (AssetHandler, {"assets": self.assets}),
             "runs": (RunsHandler, run_deps),
             "run": (RunHandler, run_deps),
             "run_metrics": (RunMetricsHandler, run_deps),
@@ -226,6 +241,9 @@ class Service:
             "run_evidence_file": (EvidenceFileHandler, run_deps),
             "events": (EventStreamHandler, stream),
             "session": (SessionHandler, {"contract": self.contract}),
+            "verifications": (VerificationsHandler, {"reports": self.reports}),
+            "verification": (VerificationHandler, {"reports": self.reports}),
+            "verification_file": (VerificationFileHandler, {"reports": self.reports}),
             "datasets": (DatasetsHandler, {"catalog": self.catalog}),
             "dataset_file": (DatasetFileHandler, {"catalog": self.catalog}),
             "healthz": (HealthHandler, {"readiness": self.readiness}),

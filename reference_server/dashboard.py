@@ -1,9 +1,9 @@
 """The dashboard: which page each route serves, and the policies its HTML goes out with.
 
-Pages are static HTML shells (static/pages/) with no data in them: every number on them comes from the JSON API
-through the page's own script, under the API's access control. So a page is the same bytes for everyone and is
-served without a credential, which is what lets a signed-out browser reach the sign-in form. No page has an inline
-script or style, so their Content-Security-Policy can be `default-src 'self'`.
+Pages are one static HTML shell (static/shell.html), each with its own script and no data: every number on a page
+comes from the JSON API through its script, under the API's access control. So a page is the same bytes for everyone
+and is served without a credential, which is what lets a signed-out browser reach the sign-in form. No page has an
+inline script or style, so their Content-Security-Policy can be `default-src 'self'`.
 
 Evidence pages (report.html of a run, of a verification) are different: they are self-contained files meant to open
 from disk, with their scripts and styles inline. Served by this server they run in a CSP sandbox: an opaque origin
@@ -12,7 +12,10 @@ that holds no cookie and cannot read the API as the signed-in user, whatever a r
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
+
+from .assets import Assets
 
 #: The dashboard's pages: strict, same-origin only, never framed (clickjacking), no plugins, no <base> rewriting.
 PAGE_CSP = (
@@ -28,19 +31,31 @@ EVIDENCE_PAGE_CSP = (
 HTML_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 
 
+#: The one HTML file of every page: `{title}` and `{script}` are filled in per page (no template language).
+SHELL = "shell.html"
+
+
 @dataclass(frozen=True)
 class Page:
-    """One dashboard page: its HTML file under static/pages/ and the query parameters its script reads."""
+    """One dashboard page: its title, its script under static/js/, and the query parameters the script reads."""
 
-    file: str
+    title: str
+    script: str
     query: frozenset[str] = frozenset()
+
+    def render(self, assets: Assets) -> bytes:
+        """The page's HTML: the shell with its title and script."""
+        shell = assets[SHELL].text()
+        return (
+            shell.replace("{title}", html.escape(self.title)).replace("{script}", f"/static/js/{self.script}").encode()
+        )
 
 
 #: Route name -> page (the paths are in routes.PATHS).
 PAGES: dict[str, Page] = {
-    "dashboard": Page("pages/runs.html", frozenset({"status", "tag"})),
-    "dashboard_run": Page("pages/run.html"),
-    "dashboard_compare": Page("pages/compare.html", frozenset({"run"})),
-    "dashboard_start": Page("pages/start.html"),
-    "dashboard_verification": Page("pages/verification.html", frozenset({"commit"})),
+    "dashboard": Page("Runs", "runs.js", frozenset({"status", "tag"})),
+    "dashboard_run": Page("Run", "run.js"),
+    "dashboard_compare": Page("Compare runs", "compare.js", frozenset({"run"})),
+    "dashboard_start": Page("Start a run", "start.js"),
+    "dashboard_verification": Page("Verification", "verification.js", frozenset({"commit"})),
 }

@@ -15,7 +15,8 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   ├── RunNotFound              404 run_not_found
     │   ├── CheckpointNotFound       404 checkpoint_not_found
     │   ├── EvidenceFileNotFound     404 evidence_file_not_found
-    │   └── DatasetFileNotFound      404 dataset_file_not_found
+    │   ├── DatasetFileNotFound      404 dataset_file_not_found
+    │   └── VerificationNotFound     404 verification_not_found
     ├── MethodNotAllowed             405 method_not_allowed
     ├── Conflict                     409 conflict
     │   ├── DatasetUnavailable       409 dataset_unavailable
@@ -24,6 +25,7 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   ├── RunNotResumable          409 run_not_resumable
     │   ├── EvidenceNotReady         409 evidence_not_ready
     │   ├── EvidenceDamagedError     409 evidence_damaged
+    │   ├── VerificationUnreadable   409 verification_unreadable
     │   └── NoTokenConfigured        409 no_token_configured
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedMediaType         415 unsupported_media_type
@@ -133,6 +135,10 @@ class DatasetFileNotFound(NotFound):
     code, title = "dataset_file_not_found", "Unknown dataset file"
 
 
+class VerificationNotFound(NotFound):
+    code, title = "verification_not_found", "Unknown verification report"
+
+
 class MethodNotAllowed(ApiError):
     status, code, title = 405, "method_not_allowed", "Method not allowed"
 
@@ -163,6 +169,10 @@ class EvidenceNotReady(Conflict):
 
 class EvidenceDamagedError(Conflict):
     code, title = "evidence_damaged", "Run evidence cannot be trusted"
+
+
+class VerificationUnreadable(Conflict):
+    code, title = "verification_unreadable", "Verification report cannot be read"
 
 
 class NoTokenConfigured(Conflict):

@@ -29,6 +29,7 @@ from .report import (
     write_junit,
     write_report,
 )
+from .report_html import write_report_html
 from .session import Options, Session
 
 DEFAULT_OUT = Path("evidence/phase1/verify")
@@ -117,6 +118,7 @@ def run_suite(
             _write_checkpoint_results(session)
             recorder.write_index()
             write_report(folder, report, contract)
+            write_report_html(folder, report)
             write_junit(folder, results, started_at, report["duration_s"])
             folder.write_text("discrepancies.md", render_discrepancies(report, results, out / name))
             folder.write_sums()

@@ -1,6 +1,7 @@
 """HTTP handlers: thin; they parse, delegate and answer. Dependencies come from the route table in app.py."""
 
 from .base import BaseHandler, NotFoundHandler, Policy
+from .pages import AssetHandler, PageHandler
 from .runs import (
     CancelHandler,
     CheckpointFileHandler,
@@ -22,8 +23,10 @@ from .service import (
 )
 from .session import SessionHandler
 from .stream import EventStreamHandler
+from .verification import VerificationFileHandler, VerificationHandler, VerificationsHandler
 
 __all__ = [
+    "AssetHandler",
     "BaseHandler",
     "CancelHandler",
     "CheckpointFileHandler",
@@ -37,6 +40,7 @@ __all__ = [
     "MetricsHandler",
     "NotFoundHandler",
     "OpenApiHandler",
+    "PageHandler",
     "Policy",
     "ReadyHandler",
     "ResumeHandler",
@@ -44,4 +48,7 @@ __all__ = [
     "RunMetricsHandler",
     "RunsHandler",
     "SessionHandler",
+    "VerificationFileHandler",
+    "VerificationHandler",
+    "VerificationsHandler",
 ]
