@@ -13,9 +13,13 @@ that holds no cookie and cannot read the API as the signed-in user, whatever a r
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass
 
 from .assets import Assets
+from .lifecycle import RUN_ID_PATTERN
+from .schemas import default_contract
+from .verification import COMMIT_PATTERN
 
 #: The dashboard's pages: strict, same-origin only, never framed (clickjacking), no plugins, no <base> rewriting.
 PAGE_CSP = (
@@ -35,6 +39,16 @@ HTML_HEADERS = {"X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"}
 SHELL = "shell.html"
 
 
+#: What each query parameter of a page must look like (as the API's own parameters of the same name).
+_COMMON = default_contract().documents["common.schema.json"]["$defs"]
+QUERY_PATTERNS = {
+    "status": re.compile(f"^(?:{'|'.join(_COMMON['run_status']['enum'])})$"),
+    "tag": re.compile(_COMMON["run_tag"]["pattern"]),
+    "run": RUN_ID_PATTERN,
+    "commit": COMMIT_PATTERN,
+}
+
+
 @dataclass(frozen=True)
 class Page:
     """One dashboard page: its title, its script under static/js/, and the query parameters the script reads."""
@@ -42,6 +56,15 @@ class Page:
     title: str
     script: str
     query: frozenset[str] = frozenset()
+
+    def check_query(self, arguments: dict[str, list[bytes]]) -> str | None:
+        """What is wrong with a request's query (its unknown parameters are refused before this), or None."""
+        for name in self.query:
+            for raw in arguments.get(name, []):
+                value = raw.decode("utf-8", errors="replace")
+                if not QUERY_PATTERNS[name].match(value):
+                    return f"{name}={value[:60]!r} is not a valid {name}"
+        return None
 
     def render(self, assets: Assets) -> bytes:
         """The page's HTML: the shell with its title and script."""

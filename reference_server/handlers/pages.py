@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from ..assets import Assets
 from ..dashboard import HTML_HEADERS, PAGE_CSP, SHELL, Page
-from ..errors import NotFound, RunNotFound
+from ..errors import InvalidParameter, NotFound, RunNotFound
 from ..lifecycle import RUN_ID_PATTERN
 from .base import BaseHandler
 
@@ -31,6 +31,9 @@ class PageHandler(BaseHandler):
         """The page's HTML; a run's page only for something shaped like a run id (its script asks for the run)."""
         if run_id is not None and not RUN_ID_PATTERN.match(run_id):
             raise RunNotFound(f"{run_id[:80]!r} is not a run id; the runs are listed at /")
+        problem = self.page.check_query(self.request.query_arguments)
+        if problem:
+            raise InvalidParameter(f"{problem} (on {self.request.path})")
         self.set_header("Content-Type", "text/html; charset=utf-8")
         self.set_header("Content-Security-Policy", PAGE_CSP)
         for name, value in HTML_HEADERS.items():

@@ -81,6 +81,13 @@ def test_every_page_is_html_with_a_strict_csp_and_no_inline_code(client: httpx.C
 def test_pages_refuse_what_they_do_not_read(client: httpx.Client) -> None:
     check_problem(client.get("/runs/not.a.run"), 404, "run_not_found")
     check_problem(client.get("/", params={"stauts": "running"}), 400, "invalid_parameter")
+    for path, query in (
+        ("/", {"tag": ""}),
+        ("/", {"status": "done"}),
+        ("/compare", {"run": "x"}),
+        ("/verification", {"commit": ".."}),
+    ):
+        check_problem(client.get(path, params=query), 400, "invalid_parameter")
     assert client.get("/", params={"status": "running", "tag": "x"}).status_code == 200
     assert client.get("/compare", params=[("run", "run-a0000000"), ("run", "run-b0000000")]).status_code == 200
     check_problem(client.post("/", json={}), 405, "method_not_allowed")
@@ -132,6 +139,8 @@ def test_page_scripts_never_parse_strings_as_html_or_code() -> None:
 
 def test_every_page_route_is_a_page_and_documented() -> None:
     document = json.loads((REPO / "schemas" / "openapi.json").read_text())
+    (asset,) = document["paths"]["/static/{asset}"]["parameters"]
+    assert asset["schema"]["enum"] == sorted(p for p in Assets().files if p != "shell.html")
     for name in PAGES:
         assert name in routes.PATHS and routes.PATHS[name] in document["paths"]
         assert "text/html" in document["paths"][routes.PATHS[name]]["get"]["responses"]["200"]["content"]
