@@ -8,12 +8,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from browser_harness import Browser, installed
+from browser_harness import SERVER_ARGS, Browser, installed
 from server_harness import REPO, ServerProcess
 
 SCREENSHOTS = REPO / "build" / "screenshots"
-#: Server flags of the browser tests: a browser's EventSource reconnects after `retry` ms, here 300 instead of 3000.
-SERVER_ARGS = ["--sse-retry-ms", "300", "--heartbeat-s", "1"]
 
 BrowserFactory = Callable[[], Browser]
 

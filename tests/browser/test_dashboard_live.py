@@ -4,8 +4,6 @@ compare overlays runs, and after a run's end the browser stops asking for its st
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +13,7 @@ import pytest
 from browser_harness import Browser, expected_points
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
-from server_harness import ServerProcess, start_run, wait_for
+from server_harness import ServerProcess, start_run, verify_partially, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser-live")]
 
@@ -39,23 +37,7 @@ def finished(api: httpx.Client) -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def verification(web: ServerProcess) -> str:
     """A real (partial) verification of this server: the conformance suite's health and error checks."""
-    out = web.evidence_dir / "phase1" / "verify"
-    argv = [
-        sys.executable,
-        "-m",
-        "trainer_conformance",
-        "--base-url",
-        web.url,
-        "--out",
-        str(out),
-        "--commit",
-        "feed123",
-    ]
-    done = subprocess.run(
-        [*argv, "--check", "health", "--check", "errors"], capture_output=True, text=True, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    return "feed123"
+    return verify_partially(web, "feed123").name
 
 
 def plotted(browser: Browser) -> dict[str, Any]:
@@ -150,7 +132,7 @@ def test_the_runs_table_follows_the_all_runs_feed_without_polling(
     browser.wait("return window.dashboard.state.loaded", what="the table and its feed")
     assert browser.js("return document.querySelectorAll('#runs-body tr[data-run-id]').length") == 0
     tagged = start_run(api, **SHORT, tags=["feed"])
-    other = start_run(api, **SHORT, tags=["not-feed"])
+    other = start_run(api, **SHORT | {"steps": 20}, tags=["not-feed"])
     row = f"document.querySelector('tr[data-run-id=\"{tagged['run_id']}\"]')"
     browser.wait(f"return {row}", what="the new run's row")
     browser.wait(f"return {row}.dataset.status === 'running'", timeout=300, what="the row to show it running")
@@ -162,7 +144,7 @@ def test_the_runs_table_follows_the_all_runs_feed_without_polling(
     assert browser.js(f"return window.dashboard.rows.has('{other['run_id']}')") is False  # filtered out
     lists = browser.requests_to(lambda r: "/api/training/runs?" in r.url)
     assert len(lists) == 1, [r.url for r in lists]  # listed once; everything after came from the feed
-    assert browser.js("return window.dashboard.state.feedEvents") >= 2 * (300 // 5)
+    assert browser.js("return window.dashboard.state.feedEvents") > 300 // 5  # every metric event came by the feed
     assert browser.console_errors() == [] and browser.failed_requests() == []
 
 

@@ -8,14 +8,12 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import httpx
 import pytest
-from server_harness import REPO, ServerProcess, check_headers, check_json, check_problem
+from server_harness import REPO, ServerProcess, check_headers, check_json, check_problem, verify_partially
 
 from reference_server import routes
 from reference_server.assets import STATIC, AssetError, Assets
@@ -147,18 +145,10 @@ def test_every_page_route_is_a_page_and_documented() -> None:
 
 
 # ----- verification reports -----
-def conformance(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    out = server.evidence_dir / "phase1" / "verify"
-    argv = [sys.executable, "-m", "trainer_conformance", "--base-url", server.url, "--out", str(out), *args]
-    return subprocess.run(argv, capture_output=True, text=True, timeout=300, check=False)
-
-
 @pytest.fixture(scope="module")
 def verified(server: ServerProcess) -> str:
     """A real (partial) verification of this server by the conformance suite: its health and error checks."""
-    done = conformance(server, "--commit", "abc1234", "--check", "health", "--check", "errors")
-    assert done.returncode == 0, done.stdout + done.stderr
-    return "abc1234"
+    return verify_partially(server, "abc1234").name
 
 
 def test_verification_reports_are_listed_and_served_from_the_evidence_folder(

@@ -1,7 +1,7 @@
 // A run's page: its whole history replayed from the event stream, then live; charts, checkpoints, config,
 // provenance and evidence; cancel and resume where the run's state allows them. The page closes its stream on
 // `end` (a finished run has nothing more to say), and opens it again after a resume, from the last event it has.
-import { api, layout, report } from "./api.js";
+import { ApiProblem, api, layout, report } from "./api.js";
 import { applyEvent, newHistory, RunCharts } from "./charts.js";
 import { duration, el, fill, notice, number, percent, statusBadge, tagList, time } from "./view.js";
 
@@ -13,6 +13,7 @@ const page = { run: null, stream: null, streamOpens: 0, events: 0, ended: false 
 window.dashboard = Object.assign(window.dashboard || {}, { history, page });
 
 const title = el("h1", { id: "title" }, runId);
+const notices = el("div", { id: "notices" });
 const live = el("span", { id: "live", class: "live" });
 const facts = el("dl", { class: "facts", id: "facts" });
 const actions = el("div", { class: "toolbar", id: "actions" });
@@ -115,6 +116,11 @@ function onEvent(event) {
       run.checkpoints.push({ ...d, url: `${run.links.checkpoints}/${encodeURIComponent(d.name)}` });
     renderCheckpoints();
   }
+  if (event.type === "end") {
+    run.status = d.status;
+    run.finished_at = event.time;
+    run.error = d.error;
+  }
   if (event.type !== "metric" || page.events % 10 === 0) renderFacts();
   if (event.type === "end") {
     // Nothing follows a run's end but a resume, which this page asks for itself: stop listening.
@@ -157,8 +163,11 @@ function openStream() {
 async function refresh() {
   try {
     page.run = await api(`/api/training/runs/${encodeURIComponent(runId)}`);
+    fill(notices);
   } catch (error) {
-    report(error);
+    if (error instanceof ApiProblem) report(error);
+    else fill(notices, notice(`The server did not answer (${error.message}): this page shows what it last received. A server that restarts marks a training run interrupted; Resume continues it.`, "error"));
+    renderFacts();
     return;
   }
   renderFacts();
@@ -198,6 +207,7 @@ async function main() {
   document.title = `${page.run.name || runId} · trainer-tinygrad`;
   fill(
     mainEl,
+    notices,
     title,
     el(
       "section",
