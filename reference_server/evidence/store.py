@@ -347,7 +347,12 @@ class EvidenceStore:
             self.contract.check("evidence-provenance.schema.json", provenance)
             for event in events:
                 self.contract.check("event.schema.json", event)
-            self._write(run_id, REPORT, report.render(config, provenance, events, self._assets or bundled()))
+            page = report.render(config, provenance, events, self._assets or bundled())
+            # On a nearly full disk the manifest, and other runs' event lines, come first: the report (about the
+            # size of metrics.jsonl plus 60 KB) is written only when it leaves a run's reserve worth of room.
+            if self.free_bytes() < len(page) + RESERVE_BYTES:
+                raise OSError(errno.ENOSPC, f"{len(page)} bytes would leave less than {RESERVE_BYTES} free")
+            self._write(run_id, REPORT, page)
         except Exception as exc:
             (directory / REPORT).unlink(missing_ok=True)
             if isinstance(exc, OSError | ValueError | EvidenceError):

@@ -187,3 +187,11 @@ def test_a_resumed_run_loses_its_old_report_with_its_manifest(store: EvidenceSto
     assert (store.run_dir(RUN) / "report.html").is_file()
     store.reopen_run(RUN)
     assert not (store.run_dir(RUN) / "report.html").exists() and not (store.run_dir(RUN) / "manifest.json").exists()
+
+
+def test_on_a_nearly_full_disk_the_report_gives_way_to_the_manifest(store: EvidenceStore) -> None:
+    store.append_event(RUN, _event(2, "end", {"status": "failed", "error": {"code": "disk_full", "message": "full"}}))
+    store.free_bytes = lambda: 300 << 10  # type: ignore[method-assign]  # a disk with about a reserve left
+    manifest = store.write_manifest(RUN, "failed", NOW)
+    assert "report.html" not in [f["path"] for f in manifest["files"]]
+    assert (store.run_dir(RUN) / "manifest.json").is_file() and not (store.run_dir(RUN) / "report.html").exists()
