@@ -57,10 +57,10 @@ async def serve(settings: Settings) -> int:
         return 2
     try:
         service = Service.build(settings, identity)
-    except AssetError as exc:
+    except (ConfigError, AssetError) as exc:  # AssetError: a dashboard file is not the bytes it was shipped as
         for sock in bound:
             sock.close()
-        print(f"reference_server: the dashboard's files are not as shipped: {exc}", file=sys.stderr)
+        print(f"reference_server: {exc}", file=sys.stderr)
         return 2
     try:
         report = await service.start()
@@ -69,6 +69,12 @@ async def serve(settings: Settings) -> int:
             sock.close()
         print(f"reference_server: {exc}", file=sys.stderr)
         return 2
+    if report.reattached:
+        log.info(
+            "%d run(s) trained on without the server; following them again: %s",
+            len(report.reattached),
+            ", ".join(report.reattached),
+        )
     if report.interrupted:
         log.warning(
             "%d run(s) were active when the server last stopped; now interrupted: %s",

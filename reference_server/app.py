@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tornado.web import Application, RequestHandler, URLSpec
@@ -24,6 +26,7 @@ from .dashboard import PAGES
 from .datasets import DatasetCatalog
 from .events import EventLog
 from .evidence import EvidenceStore, FolderLock
+from .executors import Executor
 from .executors.local import LocalExecutor
 from .handlers import (
     AssetHandler,
@@ -54,10 +57,10 @@ from .handlers import (
 from .health import Readiness
 from .journal import RunJournal
 from .provenance import ServiceProvenance
-from .recovery import RecoveryReport, recover
+from .recovery import RecoveryReport, recover, settle_unended
 from .runs import RunLimits, RunManager
 from .schemas import Contract, default_contract
-from .settings import Settings
+from .settings import ConfigError, Settings
 from .telemetry import Telemetry
 from .verification import VerificationReports
 
@@ -66,6 +69,19 @@ access_log = logging.getLogger("reference_server.access")
 
 #: How often end evidence that a full disk refused is tried again.
 PENDING_RETRY_S = 5.0
+
+
+def make_executor(settings: Settings, data_dir: Path, env: Mapping[str, str]) -> Executor:
+    """The executor the settings name (Ray is imported only when chosen); ConfigError when it cannot be used."""
+    if settings.executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--executor ray needs Ray: pip install 'trainer-tinygrad-server[ray]' (make setup does)")
+        from .executors.ray_cluster import RayExecutor
+
+        return RayExecutor(settings.ray_address, data_dir=data_dir, env=env, cpus_per_run=settings.ray_cpus_per_run)
+    return LocalExecutor(
+        settings.resolved_work_dir(), data_dir, env=env, python=sys.executable, nice=settings.trainer_nice
+    )
 
 
 @dataclass
@@ -79,7 +95,7 @@ class Service:
     events: EventLog
     journal: RunJournal
     catalog: DatasetCatalog
-    executor: LocalExecutor
+    executor: Executor
     manager: RunManager
     readiness: Readiness
     telemetry: Telemetry
@@ -107,9 +123,7 @@ class Service:
         events = EventLog(store, max_subscribers=settings.max_sse_subscribers)
         journal = RunJournal(store, events)
         catalog = DatasetCatalog(settings.data_dir)
-        executor = LocalExecutor(
-            settings.resolved_work_dir(), catalog.root, env=env, python=sys.executable, nice=settings.trainer_nice
-        )
+        executor = make_executor(settings, catalog.root, env)
         manager = RunManager(
             store,
             events,
@@ -117,7 +131,13 @@ class Service:
             catalog=catalog,
             identity=identity,
             executor=executor,
-            limits=RunLimits(settings.max_concurrent_runs, settings.max_queued_runs, settings.cancel_grace_s),
+            limits=RunLimits(
+                settings.max_concurrent_runs,
+                settings.max_queued_runs,
+                settings.cancel_grace_s,
+                auto_resume=settings.auto_resume,
+                max_auto_resumes=settings.max_auto_resumes,
+            ),
         )
         readiness = Readiness(
             store,
@@ -185,20 +205,28 @@ class Service:
         become `interrupted`), start the executor probe and the retry of end evidence a full disk refused."""
         self.lock.acquire(self.identity.commit)
         self.store.prepare()
-        report = await recover(self.store, self.events, self.journal, self.manager.register, self.executor.forget)
+        connect = getattr(self.executor, "connect", None)
+        if connect is not None:  # a cluster: connected (or found unreachable) before runs are looked for on it
+            await connect()
+        report = await recover(self.store, self.events, self.journal, self.manager, self.executor)
         self.manager.damaged.update(report.damaged)
         self.readiness.start()
-        self._retry_task = asyncio.create_task(self._retry_pending())
+        self._retry_task = asyncio.create_task(self._background(report))
         return report
 
-    async def _retry_pending(self) -> None:
+    async def _background(self, report: RecoveryReport) -> None:
+        """Every few seconds: write end evidence a full disk refused; reconnect an executor that was unreachable
+        and settle the runs that waited for it."""
+        connect = getattr(self.executor, "connect", None)
         while True:
             await asyncio.sleep(PENDING_RETRY_S)
-            if self.journal.pending:
-                try:
+            try:
+                if self.journal.pending:
                     await self.journal.retry_pending()
-                except Exception:
-                    log.exception("retrying end evidence failed")
+                if connect is not None and self.executor.unavailable() and await connect() and report.unended:
+                    await settle_unended(report, self.journal, self.manager, self.executor)
+            except Exception:
+                log.exception("background retry failed")
 
     async def stop(self) -> None:
         """Take no new work; end every run (`interrupted`) and publish its end; then let open streams deliver what

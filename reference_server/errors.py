@@ -35,7 +35,8 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   └── QueueFull                429 queue_full
     ├── ServiceUnavailable           503 service_unavailable (carries ``retry_after`` seconds)
     │   ├── TooManySubscribers       503 too_many_subscribers
-    │   └── ShuttingDown             503 shutting_down
+    │   ├── ShuttingDown             503 shutting_down
+    │   └── ExecutorUnavailable      503 executor_unavailable
     └── InsufficientStorage          507 insufficient_storage
 
 Errors from other libraries (jsonschema, the dataset cache, the file system) are translated where they enter.
@@ -213,6 +214,10 @@ class TooManySubscribers(ServiceUnavailable):
 
 class ShuttingDown(ServiceUnavailable):
     code, title = "shutting_down", "Server is shutting down"
+
+
+class ExecutorUnavailable(ServiceUnavailable):
+    code, title = "executor_unavailable", "Training executor unavailable"
 
 
 class InsufficientStorage(ApiError):

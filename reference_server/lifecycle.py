@@ -89,6 +89,10 @@ class Run:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     error: dict[str, str] | None = None
     resumed_from: str | None = None  # the checkpoint name the current attempt continues from
+    placement: dict[str, Any] | None = None  # where the current attempt's trainer runs
+    trainer_seq: int = 0  # the last trainer message of the current attempt that an event records
+    auto_resume: bool = False
+    auto_resumes: int = 0  # automatic resumes so far
 
     @property
     def total_steps(self) -> int:
@@ -121,13 +125,17 @@ class Run:
         """Fold one event into the view (live and at recovery alike)."""
         data = event["data"]
         kind = event["type"]
+        if isinstance(data.get("trainer_seq"), int):
+            self.trainer_seq = max(self.trainer_seq, data["trainer_seq"])
         if kind == "status":
             if data.get("resumed_from") and self.status in TERMINAL:
                 self._reopen(int(data.get("step", 0)), str(data["resumed_from"]))
+                self.auto_resumes += bool(data.get("auto_resume"))
             self.status = RunStatus(data["status"])
             if self.status is RunStatus.RUNNING:
                 self.started_at = self.started_at or event["time"]  # a resumed run keeps its first start
                 self.device = data.get("device", self.device)
+                self.placement = data.get("placement", self.placement)
                 self.step = max(self.step, int(data.get("step", 0)))
         elif kind == "metric":
             self.metrics.append({k: data[k] for k in METRIC_FIELDS if k in data} | {"time": event["time"]})
@@ -159,6 +167,8 @@ class Run:
         self.resumed_from = checkpoint
         self.finished_at = None
         self.error = None
+        self.trainer_seq = 0
+        self.placement = None
         self.step = step
         self.metrics = [m for m in self.metrics if m["step"] <= step]
         self.evals = [e for e in self.evals if e["step"] <= step]
@@ -197,6 +207,8 @@ class Run:
             "latest_eval": self.evals[-1] if self.evals else None,
             "checkpoints": [self.checkpoint_json(c) for c in self.checkpoints],
             "device": self.device,
+            "placement": self.placement,
+            "auto_resume": self.auto_resume,
             "error": self.error,
             "idempotency_key": self.idempotency_key,
             "links": self.links(),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from .access import parse_origin
+from .provenance import SERVICE_VERSION
 
 
 class ConfigError(Exception):
@@ -48,6 +49,11 @@ class Settings:
     shutdown_drain_s: float = 10.0
     min_free_bytes: int = 64 << 20
     trainer_nice: int = 10
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus_per_run: float = 1.0
+    auto_resume: bool = False
+    max_auto_resumes: int = 3
     api_token: str | None = None
     protect_reads: bool = False
     cors_origins: tuple[str, ...] = ()  # none: CORS is off
@@ -69,6 +75,7 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     shown_default: str | None = None  # when the dataclass default is computed elsewhere (None)
+    choices: tuple[str, ...] = ()
     repeatable: bool = False  # a list: the flag is given once per value (named in the singular)
 
     @property
@@ -79,6 +86,7 @@ class Option:
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EXECUTORS = ("local", "ray")
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", "TRAINER_HOST", "address to listen on"),
@@ -130,6 +138,15 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=19,
     ),
+    Option("executor", "TRAINER_EXECUTOR", "where trainers run: local (child processes) or ray", choices=EXECUTORS),
+    Option(
+        "ray_address",
+        "TRAINER_RAY_ADDRESS",
+        "the Ray cluster's address, HOST:PORT (with --executor ray; unset: the cluster `ray start` left on this host)",
+    ),
+    Option("ray_cpus_per_run", "TRAINER_RAY_CPUS_PER_RUN", "CPUs Ray reserves for each run's trainer", minimum=0.01),
+    Option("auto_resume", "TRAINER_AUTO_RESUME", "a run whose node is lost resumes by itself (a run's own default)"),
+    Option("max_auto_resumes", "TRAINER_MAX_AUTO_RESUMES", "automatic resumes a run may have", minimum=0, maximum=100),
     Option(
         "api_token",
         "TRAINER_API_TOKEN",
@@ -198,6 +215,8 @@ def _convert(option: Option, raw: str) -> Any:
             raise ValueError("not 1/0, true/false or yes/no")
         return text.lower() in ("1", "true", "yes")
     if kind == "str":
+        if option.choices and text not in option.choices:
+            raise ValueError(f"not one of {', '.join(option.choices)}")
         return text
     if kind == "origins":
         return parse_origin(text)
@@ -229,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
         "                                                          (see: verify-evidence --help)",
         epilog=f"environment only:\n{env_only}\n\nalso read:\n{others}",
     )
+    p.add_argument("--version", action="version", version=f"trainer-server {SERVICE_VERSION}")
     for option in OPTIONS:
         if not option.flag:
             continue
@@ -239,13 +259,18 @@ def parser() -> argparse.ArgumentParser:
             except ValueError as exc:
                 raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
 
+        described = f"{option.help} [{option.env}, default {_shown_default(option)}]"
+        if _kind(option.name) == "bool":
+            p.add_argument(option.flag_name, action=argparse.BooleanOptionalAction, default=None, help=described)
+            continue
         p.add_argument(
             option.flag_name,
             dest=option.name,
             type=convert,
             action="append" if option.repeatable else "store",
-            metavar={"str": "TEXT", "origins": "ORIGIN"}.get(_kind(option.name), _kind(option.name).upper()),
-            help=f"{option.help} [{option.env}, default {_shown_default(option)}]",
+            metavar="|".join(option.choices)
+            or {"str": "TEXT", "origins": "ORIGIN"}.get(_kind(option.name), _kind(option.name).upper()),
+            help=described,
         )
     return p
 
@@ -285,6 +310,8 @@ def _check(s: Settings) -> None:
         )
     if s.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"TRAINER_LOG_LEVEL={s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if s.executor == "local" and s.ray_address:
+        raise ConfigError("TRAINER_RAY_ADDRESS is set but the executor is local; add --executor ray")
 
 
 def log_level(settings: Settings) -> int:

@@ -17,7 +17,7 @@ import pytest
 from server_harness import ServerFactory, check_problem, read_sse, start_run, wait_for
 
 from reference_server.evidence.audit import audit_run
-from reference_server.launcher import LaunchError
+from tooling.launcher import LaunchError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-one-owner")]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -135,3 +136,13 @@ def test_a_taken_port_exits_at_once_with_a_message(tmp_path: Path) -> None:
     assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and time.monotonic() - started < 30
     assert not (tmp_path / "ev").exists(), "nothing is touched before the port is taken"
+
+
+def test_the_console_script_answers_version() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("trainer-server")), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and re.fullmatch(r"trainer-server \S+\n", done.stdout), done
