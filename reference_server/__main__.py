@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .app import Service
+from .assets import AssetError
 from .evidence import EvidenceError, FolderLocked
 from .evidence.audit import main as verify_main
 from .provenance import ServiceProvenance
@@ -56,7 +57,7 @@ async def serve(settings: Settings) -> int:
         return 2
     try:
         service = Service.build(settings, identity)
-    except ConfigError as exc:
+    except (ConfigError, AssetError) as exc:  # AssetError: a dashboard file is not the bytes it was shipped as
         for sock in bound:
             sock.close()
         print(f"reference_server: {exc}", file=sys.stderr)

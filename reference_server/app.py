@@ -20,13 +20,16 @@ from typing import Any
 
 from tornado.web import Application, RequestHandler, URLSpec
 
-from . import routes
+from . import access, routes
+from .assets import Assets, bundled
+from .dashboard import PAGES
 from .datasets import DatasetCatalog
 from .events import EventLog
 from .evidence import EvidenceStore, FolderLock
 from .executors import Executor
 from .executors.local import LocalExecutor
 from .handlers import (
+    AssetHandler,
     CancelHandler,
     CheckpointFileHandler,
     CheckpointsHandler,
@@ -39,12 +42,17 @@ from .handlers import (
     MetricsHandler,
     NotFoundHandler,
     OpenApiHandler,
+    PageHandler,
     Policy,
     ReadyHandler,
     ResumeHandler,
     RunHandler,
     RunMetricsHandler,
     RunsHandler,
+    SessionHandler,
+    VerificationFileHandler,
+    VerificationHandler,
+    VerificationsHandler,
 )
 from .health import Readiness
 from .journal import RunJournal
@@ -54,6 +62,7 @@ from .runs import RunLimits, RunManager
 from .schemas import Contract, default_contract
 from .settings import ConfigError, Settings
 from .telemetry import Telemetry
+from .verification import VerificationReports
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("reference_server.access")
@@ -91,6 +100,8 @@ class Service:
     readiness: Readiness
     telemetry: Telemetry
     lock: FolderLock
+    assets: Assets
+    reports: VerificationReports
     env: dict[str, str] = field(default_factory=dict)
     streams: set[RequestHandler] = field(default_factory=set)
     _retry_task: asyncio.Task[None] | None = None
@@ -107,7 +118,8 @@ class Service:
         env = dict(os.environ if env is None else env)
         identity = identity or ServiceProvenance.detect(env)
         contract = contract or default_contract()
-        store = EvidenceStore(settings.evidence_dir, contract)
+        assets = bundled()  # AssetError when a vendored file is not the bytes its record names
+        store = EvidenceStore(settings.evidence_dir, contract, assets)
         events = EventLog(store, max_subscribers=settings.max_sse_subscribers, cache_runs=settings.event_cache_runs)
         journal = RunJournal(store, events)
         catalog = DatasetCatalog(settings.data_dir)
@@ -153,6 +165,8 @@ class Service:
             readiness,
             telemetry,
             lock,
+            assets,
+            VerificationReports(settings.evidence_dir, contract),
             env,
         )
         service._register_metrics()
@@ -237,6 +251,8 @@ class Service:
             "streams": self.streams,
         }
         handlers: dict[str, tuple[type[RequestHandler], dict[str, Any]]] = {
+            **{name: (PageHandler, {"page": page, "html": page.render(self.assets)}) for name, page in PAGES.items()},
+            "static": (AssetHandler, {"assets": self.assets}),
             "runs": (RunsHandler, run_deps),
             "run": (RunHandler, run_deps),
             "run_metrics": (RunMetricsHandler, run_deps),
@@ -247,6 +263,10 @@ class Service:
             "run_evidence": (EvidenceHandler, run_deps),
             "run_evidence_file": (EvidenceFileHandler, run_deps),
             "events": (EventStreamHandler, stream),
+            "session": (SessionHandler, {"contract": self.contract}),
+            "verifications": (VerificationsHandler, {"reports": self.reports}),
+            "verification": (VerificationHandler, {"reports": self.reports}),
+            "verification_file": (VerificationFileHandler, {"reports": self.reports}),
             "datasets": (DatasetsHandler, {"catalog": self.catalog}),
             "dataset_file": (DatasetFileHandler, {"catalog": self.catalog}),
             "healthz": (HealthHandler, {"readiness": self.readiness}),
@@ -262,10 +282,13 @@ class Service:
             api_token=self.settings.api_token,
             protect_reads=self.settings.protect_reads,
             write_timeout_s=self.settings.write_timeout_s,
+            cors_origins=frozenset(self.settings.cors_origins),
         )
+        token = self.settings.api_token
         return Application(
             table,
             policy=policy,
+            cookie_secret=access.session_key(token) if token else None,
             default_handler_class=NotFoundHandler,
             log_function=self._log_request,
             compress_response=False,  # never on the event stream; JSON bodies are small

@@ -63,6 +63,8 @@ def new_run_id() -> str:
     return "run-" + secrets.token_hex(10)
 
 
+#: Request fields that label a run for people (lists, the dashboard) and are not part of its training config.
+LABEL_FIELDS = ("name", "tags")
 METRIC_FIELDS = ("step", "epoch", "loss", "accuracy", "learning_rate", "samples_per_second")
 CHECKPOINT_FIELDS = ("step", "name", "eval_loss", "eval_accuracy", "eval_samples", "sha256", "bytes")
 
@@ -105,6 +107,23 @@ class Run:
     def terminal(self) -> bool:
         """True once the run has ended."""
         return self.status in TERMINAL
+
+    @property
+    def final(self) -> bool:
+        """True once the run has ended for good: nothing can follow its last `end` (only an interrupted or failed
+        run with a checkpoint can be resumed)."""
+        return self.terminal and not (self.status in RESUMABLE and self.checkpoints)
+
+    @property
+    def name(self) -> str | None:
+        """The name the request gave, if any."""
+        name = self.request.get("name")
+        return str(name) if name is not None else None
+
+    @property
+    def tags(self) -> list[str]:
+        """The tags the request gave (none: empty)."""
+        return [str(t) for t in self.request.get("tags", [])]
 
     def apply(self, event: Mapping[str, Any]) -> None:
         """Fold one event into the view (live and at recovery alike)."""
@@ -202,6 +221,8 @@ class Run:
         total = self.total_steps
         return {
             "run_id": self.run_id,
+            "name": self.name,
+            "tags": self.tags,
             "status": str(self.status),
             "created_at": self.created_at,
             "started_at": self.started_at,

@@ -44,7 +44,7 @@ from .events import EventLog, new_event
 from .evidence import CHECKPOINTS, EvidenceStore, EvidenceWriteError, StoredRun
 from .executors import Executor, Launch, ResumePoint, Trainer
 from .journal import RunJournal
-from .lifecycle import RESUMABLE, Run, RunStatus, new_run_id
+from .lifecycle import LABEL_FIELDS, RESUMABLE, Run, RunStatus, new_run_id
 from .provenance import ServiceProvenance
 from .schemas import field_errors
 from .supervisor import RunSupervisor
@@ -109,11 +109,16 @@ class RunManager:
             raise RunNotFound(f"no run with id {run_id!r}; list runs with GET /api/training/runs")
         return run
 
-    def page(self, limit: int, cursor: str | None, status: str | None = None) -> tuple[list[Run], str | None]:
-        """A page of runs, newest first; the cursor is the id of the last run of the previous page."""
+    def page(
+        self, limit: int, cursor: str | None, status: str | None = None, tag: str | None = None
+    ) -> tuple[list[Run], str | None]:
+        """A page of runs, newest first (only those with `status`, carrying `tag`); the cursor is the id of the last
+        run of the previous page."""
         ordered = sorted(self.runs.values(), key=lambda r: r.seq, reverse=True)
         if status is not None:
             ordered = [r for r in ordered if r.status == status]
+        if tag is not None:
+            ordered = [r for r in ordered if tag in r.tags]
         start = 0
         if cursor is not None:
             positions = {r.run_id: i for i, r in enumerate(ordered)}
@@ -184,7 +189,7 @@ class RunManager:
         if existing is not None:
             return existing, False
         self._check_queue_room()
-        config = resolve_config(request, dataset)
+        config = resolve_config({k: v for k, v in request.items() if k not in LABEL_FIELDS}, dataset)
         errors = self.store.contract.errors("training-config.schema.json", config)
         if errors:
             raise ValidationFailed(_config_refusal(errors), errors=_config_fields(errors, request, config))

@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .access import parse_origin
 from .provenance import SERVICE_VERSION
 
 
@@ -56,6 +57,7 @@ class Settings:
     max_auto_resumes: int = 3
     api_token: str | None = None
     protect_reads: bool = False
+    cors_origins: tuple[str, ...] = ()  # none: CORS is off
     log_level: str = "INFO"
 
     def resolved_work_dir(self) -> Path:
@@ -75,6 +77,13 @@ class Option:
     maximum: float | None = None
     shown_default: str | None = None  # when the dataclass default is computed elsewhere (None)
     choices: tuple[str, ...] = ()
+    repeatable: bool = False  # a list: the flag is given once per value (named in the singular)
+
+    @property
+    def flag_name(self) -> str:
+        """The command-line flag: `--max-body-bytes`; a repeatable list's is singular (`--cors-origin`)."""
+        name = self.name.removesuffix("s") if self.repeatable else self.name
+        return "--" + name.replace("_", "-")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -154,6 +163,14 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "protect_reads", "TRAINER_PROTECT_READS", "1: reads need the token too (needs TRAINER_API_TOKEN)", flag=False
     ),
+    Option(
+        "cors_origins",
+        "TRAINER_CORS_ORIGINS",
+        "an origin (scheme://host[:port]) whose pages may call the API from a browser; repeat the flag for more "
+        "(the variable: separated by commas); CORS stays off when none is named",
+        shown_default="none",
+        repeatable=True,
+    ),
     Option("log_level", "TRAINER_LOG_LEVEL", f"server log level: {', '.join(LOG_LEVELS)}"),
 )
 
@@ -171,6 +188,8 @@ _TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Settings)}
 
 def _kind(name: str) -> str:
     kind = _TYPES[name]
+    if kind.startswith("tuple"):
+        return "origins"
     if "Path" in kind:
         return "path"
     for simple in ("bool", "int", "float"):
@@ -206,6 +225,8 @@ def _convert(option: Option, raw: str) -> Any:
         if option.choices and text not in option.choices:
             raise ValueError(f"not one of {', '.join(option.choices)}")
         return text
+    if kind == "origins":
+        return parse_origin(text)
     try:
         value: float = int(text, 10) if kind == "int" else float(text)
     except ValueError:
@@ -217,10 +238,6 @@ def _convert(option: Option, raw: str) -> Any:
     if option.maximum is not None and value > option.maximum:
         raise ValueError(f"above the maximum of {option.maximum:g}")
     return value
-
-
-def _flag_name(option: Option) -> str:
-    return "--" + option.name.replace("_", "-")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -251,12 +268,15 @@ def parser() -> argparse.ArgumentParser:
 
         described = f"{option.help} [{option.env}, default {_shown_default(option)}]"
         if _kind(option.name) == "bool":
-            p.add_argument(_flag_name(option), action=argparse.BooleanOptionalAction, default=None, help=described)
+            p.add_argument(option.flag_name, action=argparse.BooleanOptionalAction, default=None, help=described)
             continue
         p.add_argument(
-            _flag_name(option),
+            option.flag_name,
+            dest=option.name,
             type=convert,
-            metavar="|".join(option.choices) or (_kind(option.name).upper() if _kind(option.name) != "str" else "TEXT"),
+            action="append" if option.repeatable else "store",
+            metavar="|".join(option.choices)
+            or {"str": "TEXT", "origins": "ORIGIN"}.get(_kind(option.name), _kind(option.name).upper()),
             help=described,
         )
     return p
@@ -271,10 +291,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     for option in OPTIONS:
         given = args.get(option.name) if option.flag else None
         if given is not None:
-            values[option.name] = given
+            values[option.name] = tuple(dict.fromkeys(given)) if option.repeatable else given
         elif env.get(option.env, "").strip():
             try:
-                values[option.name] = _convert(option, env[option.env])
+                raw = env[option.env]
+                values[option.name] = (
+                    tuple(dict.fromkeys(_convert(option, part) for part in raw.split(",") if part.strip()))
+                    if option.repeatable
+                    else _convert(option, raw)
+                )
             except ValueError as exc:
                 raise ConfigError(f"{option.env}={env[option.env]!r} is not valid for {option.name}: {exc}") from None
     settings = Settings(**values)

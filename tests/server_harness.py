@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -70,6 +71,22 @@ class ServerProcess:
 
 
 ServerFactory = Callable[..., ServerProcess]
+
+
+def verify_partially(server: ServerProcess, commit: str) -> Path:
+    """A real, partial verification of `server` by the conformance suite (its health and error checks: about a
+    second), written where the dashboard reads reports; the folder."""
+    out = server.evidence_dir / "phase1" / "verify"
+    argv = [sys.executable, "-m", "trainer_conformance", "--base-url", server.url, "--out", str(out)]
+    done = subprocess.run(
+        [*argv, "--commit", commit, "--check", "health", "--check", "errors"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out / commit
 
 
 def start_run(client: httpx.Client, **body: Any) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from .report import (
     write_junit,
     write_report,
 )
+from .report_html import write_report_html
 from .session import Options, Session
 
 #: Folders of partial runs (--check, or --run-config beyond a dataset): `<verify dir>/partial-<commit>/`.
@@ -134,6 +135,7 @@ def run_suite(
             _write_checkpoint_results(session)
             recorder.write_index()
             write_report(folder, report, contract)
+            write_report_html(folder, report)
             write_junit(folder, results, started_at, report["duration_s"])
             folder.write_text("discrepancies.md", render_discrepancies(report, results, out / name))
             folder.write_sums()

@@ -1,6 +1,8 @@
 """GET /api/events/training: Server-Sent Events.
 
 Per run: the run's log from the start (or after Last-Event-ID), then live events, then `end` and the stream closes.
+A reconnect whose Last-Event-ID is the final `end` of a run that cannot continue gets 204 No Content, which stops a
+browser's EventSource from reconnecting; a run that can still be resumed answers an empty stream, as before.
 Without run_id: every run's events, live only, with ids `<run_id>:<id>`. A comment line goes out every
 `heartbeat_s` so proxies keep the connection; comments are not events. No compression on the stream.
 
@@ -66,11 +68,19 @@ class EventStreamHandler(BaseHandler):
             return
         if not RUN_ID_PATTERN.match(run_id):
             raise InvalidParameter(f"run_id={run_id!r} is not a run id")
-        self.manager.get(run_id)  # 404 for an unknown run, 409 for one whose evidence cannot be trusted
+        run = self.manager.get(run_id)  # 404 for an unknown run, 409 for one whose evidence cannot be trusted
         if self.events.get(run_id) is None:
             raise RunNotFound(f"no run with id {run_id!r}")
         log = await self.events.loaded(run_id)
         cursor = self._cursor(run_id, log)
+        if cursor and cursor == log.last_id and log.ended and run.final:
+            # The client has the run's last word and nothing can follow it. A 200 with an empty stream would make
+            # a browser's EventSource reconnect every `retry` ms for as long as its tab stays open; a 204 is the
+            # WHATWG way to tell it to stop. A run that can still be resumed keeps the 200: a browser that keeps
+            # reconnecting then follows the resume.
+            self.set_status(204)
+            self.finish()
+            return
         if self.request.method == "HEAD":
             self._open()
             return

@@ -91,8 +91,7 @@ def test_help_and_the_readme_name_every_setting_with_its_one_default() -> None:
         shown = {"None": "unset", "False": "0", "True": "1"}.get(shown, shown)
         assert default == shown or float(default) == float(shown), (option.env, default, shown)
         if option.flag:
-            flag = "--" + option.name.replace("_", "-")
-            assert flag in text and rows[option.env][0] == f"`{flag}`"
+            assert option.flag_name in text and rows[option.env][0] == f"`{option.flag_name}`"
     for variable in OTHER_VARIABLES:
         assert variable in text and variable in rows
     assert "verify-evidence" in text
