@@ -55,6 +55,8 @@ _CHUNK = 64 * 1024
 STREAM_SEND_BUFFER = 64 * 1024
 DOWNLOAD_SEND_BUFFER = 256 * 1024
 _HANDLED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: What `OPTIONS *` answers: every method some path of this server takes.
+SERVER_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,7 @@ class BaseHandler(RequestHandler):
         handler method runs. A CORS preflight is answered here."""
         self.check_header_size()
         if self.request.method == "OPTIONS":
-            self._preflight()
+            self._options()
             return
         if self.request.method not in self.SUPPORTED_METHODS or not self._implements(self.request.method):
             raise MethodNotAllowed(
@@ -175,10 +177,10 @@ class BaseHandler(RequestHandler):
         return getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
 
     def _allowed(self) -> list[str]:
-        allowed = [m for m in _HANDLED_METHODS if m != "OPTIONS" and self._implements(m)]
-        if "GET" in allowed and "HEAD" not in allowed:
+        allowed = [m for m in _HANDLED_METHODS if m not in ("HEAD", "OPTIONS") and self._implements(m)]
+        if "GET" in allowed:  # HEAD wherever GET is (BaseHandler.head), and nowhere else
             allowed.insert(allowed.index("GET") + 1, "HEAD")
-        return allowed
+        return [*allowed, "OPTIONS"]  # every path answers OPTIONS
 
     async def head(self, *args: str, **kwargs: str) -> None:
         """HEAD wherever GET is: Tornado drops the body and keeps the headers."""
@@ -188,27 +190,26 @@ class BaseHandler(RequestHandler):
         if pending is not None:
             await pending
 
-    def _preflight(self) -> None:
-        """A CORS preflight from an origin named with --cors-origin: 204 with what it may send. Without CORS, or
-        for a plain OPTIONS, 405 as for any method a path does not list."""
+    def _options(self) -> None:
+        """OPTIONS: 204 with `Allow` (every method of this path). A CORS preflight from an origin named with
+        --cors-origin also gets what it may send; from another origin 403; without --cors-origin it gets no CORS
+        headers, so the browser refuses the cross-origin request itself."""
+        allowed = self._allowed()
+        self.set_header("Allow", ", ".join(allowed))
         origin = self.request.headers.get("Origin")
         wanted = self.request.headers.get("Access-Control-Request-Method")
-        allowed = self._allowed()
-        if not self.policy.cors_origins or origin is None or wanted is None:
-            raise MethodNotAllowed(
-                f"OPTIONS is not allowed on {self.request.path} (it answers CORS preflights only, when the server "
-                f"runs with --cors-origin); allowed: {', '.join(allowed)}",
-                headers={"Allow": ", ".join(allowed)},
-            )
-        if origin.lower() not in self.policy.cors_origins:
-            raise OriginNotAllowed(f"origin {origin[:100]!r} is not one the server was started with (--cors-origin)")
-        if wanted not in allowed:
-            raise MethodNotAllowed(
-                f"{wanted[:20]} is not allowed on {self.request.path}; allowed: {', '.join(allowed)}",
-                headers={"Allow": ", ".join(allowed)},
-            )
-        for name, value in access.preflight_headers(allowed).items():
-            self.set_header(name, value)
+        if self.policy.cors_origins and origin is not None and wanted is not None:
+            if origin.lower() not in self.policy.cors_origins:
+                raise OriginNotAllowed(
+                    f"origin {origin[:100]!r} is not one the server was started with (--cors-origin)"
+                )
+            if wanted not in allowed:
+                raise MethodNotAllowed(
+                    f"{wanted[:20]} is not allowed on {self.request.path}; allowed: {', '.join(allowed)}",
+                    headers={"Allow": ", ".join(allowed)},
+                )
+            for name, value in access.preflight_headers(allowed).items():
+                self.set_header(name, value)
         self.set_status(204)
         self.finish()
 
@@ -399,6 +400,12 @@ class NotFoundHandler(BaseHandler):
     """Every path the route table does not know."""
 
     async def prepare(self) -> None:
-        """404 before the method is even looked at."""
+        """404 before the method is even looked at; `OPTIONS *` (the server as a whole) answers 204 with the methods
+        some path of the server takes."""
         self.check_header_size()
+        if self.request.method == "OPTIONS" and self.request.uri == "*":
+            self.set_header("Allow", SERVER_METHODS)
+            self.set_status(204)
+            self.finish()
+            return
         raise NotFound(f"no such endpoint: {self.request.path}; the API is described at /openapi.json")

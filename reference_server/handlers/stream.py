@@ -60,7 +60,7 @@ class EventStreamHandler(BaseHandler):
         run_id = self.get_query_argument("run_id", None)
         if run_id is None:
             if self.request.method == "HEAD":
-                self._open()
+                await self._head()
                 return
             with self.events.subscription(), self._tracked():
                 self._open()
@@ -82,7 +82,7 @@ class EventStreamHandler(BaseHandler):
             self.finish()
             return
         if self.request.method == "HEAD":
-            self._open()
+            await self._head()
             return
         with self.events.subscription(), self._tracked(), self.events.pinned(log):
             self._open()
@@ -112,6 +112,12 @@ class EventStreamHandler(BaseHandler):
         if cursor > log.last_id:
             raise InvalidLastEventId(f"Last-Event-ID {cursor} is past run {run_id}'s last event ({log.last_id})")
         return cursor
+
+    async def _head(self) -> None:
+        """The stream's headers alone. Flushed before the end, so no `Content-Length: 0` goes out: a stream has no
+        length, and RFC 9110 allows one on HEAD only when it equals what GET would send."""
+        self._open()
+        await self.flush()
 
     def _open(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")

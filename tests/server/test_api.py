@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -447,8 +450,9 @@ def test_without_cors_origins_there_is_no_cors_and_no_preflight(client: httpx.Cl
     answer = client.get("/api/training/runs", headers=origin)
     assert answer.status_code == 200 and not any(h.lower().startswith("access-control-") for h in answer.headers)
     preflight = client.options("/api/training/runs", headers=origin | {"Access-Control-Request-Method": "POST"})
-    check_problem(preflight, 405)
-    assert preflight.headers["Allow"] == "GET, HEAD, POST"
+    # What the path allows, and no CORS grant: the browser refuses the cross-origin request itself.
+    assert preflight.status_code == 204 and preflight.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+    assert not any(h.lower().startswith("access-control-") for h in preflight.headers)
     # Without a token mutations are open, yet not to other sites' pages.
     check_problem(
         client.post("/api/training/runs", json={"steps": 0}, headers={"Sec-Fetch-Site": "cross-site"}),
@@ -520,3 +524,31 @@ def test_openapi_documents_every_route_with_bundled_schemas(client: httpx.Client
     refs = [r for r in iter_refs(document)]
     assert refs and all(r.startswith("#/") for r in refs)  # every $ref points inside the document
     assert document["components"]["schemas"]["run"]["required"] == CONTRACT.documents["run.schema.json"]["required"]
+
+
+# ----- HTTP details -----
+def test_options_answers_204_with_allow_on_every_route_and_for_the_server(
+    client: httpx.Client, server: ServerProcess, finished: dict[str, Any]
+) -> None:
+    samples = {"run_id": finished["run_id"], "name": "step-000010.safetensors", "file": "config.json",
+               "asset": "js/api.js", "commit": "abc1234", "path": "report.json"}  # fmt: skip
+    for name, template in routes.PATHS.items():
+        path = re.sub(r"\{(\w+)(?::path)?\}", lambda m: samples.get(m.group(1), "x"), template)
+        answer = client.options(path)
+        assert answer.status_code == 204, (name, answer.status_code, answer.text[:200])
+        allowed = [m.strip() for m in answer.headers["Allow"].split(",")]
+        assert "OPTIONS" in allowed and ("GET" in allowed) == ("HEAD" in allowed), (name, allowed)
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+    conn.putrequest("OPTIONS", "*", skip_host=False, skip_accept_encoding=True)
+    conn.endheaders()
+    whole = conn.getresponse()
+    assert whole.status == 204 and set(whole.headers["Allow"].split(", ")) >= {"GET", "HEAD", "POST", "OPTIONS"}
+    conn.close()
+
+
+def test_head_on_the_stream_sends_no_length(client: httpx.Client, finished: dict[str, Any]) -> None:
+    for params in ({}, {"run_id": finished["run_id"]}):
+        answer = client.head("/api/events/training", params=params)
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/event-stream")
+        assert "Content-Length" not in answer.headers and "Transfer-Encoding" not in answer.headers
