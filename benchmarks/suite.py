@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import api_latency, conformance_time, fanout, levers, service, training, verification
+from benchmarks import api_latency, conformance_time, fanout, levers, scale, service, training, verification
 from benchmarks.machine import describe
 from benchmarks.results import Report, markdown, save, utc_now, write_summary
 from benchmarks.workspace import Options, Workspace
@@ -36,6 +36,7 @@ BENCHMARKS = [
               conformance_time.benchmark),
     Benchmark("verification", "6. dataset verification MB/s vs sha256sum", verification.benchmark, cheap=True),
     Benchmark("levers", "the speed push: each tinygrad lever measured on the training function", levers.benchmark),
+    Benchmark("scale", "1, 2 and 4 concurrent runs on the local executor and on Ray", scale.benchmark),
 ]  # fmt: skip
 ORDER = [b.name for b in BENCHMARKS]
 
