@@ -11,7 +11,7 @@ import contextlib
 import importlib.util
 import logging
 import os
-import sys
+import shlex
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ from .datasets import DatasetCatalog
 from .events import EventLog
 from .evidence import EvidenceStore, FolderLock
 from .executors import Executor
-from .executors.local import LocalExecutor
+from .executors.local import DEFAULT_COMMAND, LocalExecutor
 from .handlers import (
     AssetHandler,
     CancelHandler,
@@ -79,9 +79,8 @@ def make_executor(settings: Settings, data_dir: Path, env: Mapping[str, str]) ->
         from .executors.ray_cluster import RayExecutor
 
         return RayExecutor(settings.ray_address, data_dir=data_dir, env=env, cpus_per_run=settings.ray_cpus_per_run)
-    return LocalExecutor(
-        settings.resolved_work_dir(), data_dir, env=env, python=sys.executable, nice=settings.trainer_nice
-    )
+    command = shlex.split(settings.trainer_command) if settings.trainer_command else DEFAULT_COMMAND
+    return LocalExecutor(settings.resolved_work_dir(), data_dir, env=env, command=command, nice=settings.trainer_nice)
 
 
 @dataclass

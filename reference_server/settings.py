@@ -50,6 +50,7 @@ class Settings:
     shutdown_drain_s: float = 10.0
     min_free_bytes: int = 64 << 20
     trainer_nice: int = 10
+    trainer_command: str | None = None  # None: this interpreter's `-m trainer_tinygrad`
     executor: str = "local"
     ray_address: str | None = None
     ray_cpus_per_run: float = 1.0
@@ -144,6 +145,12 @@ OPTIONS: tuple[Option, ...] = (
         "how much lower the trainers' CPU priority is than the server's",
         minimum=0,
         maximum=19,
+    ),
+    Option(
+        "trainer_command",
+        "TRAINER_COMMAND",
+        "the command that runs the training function (local executor); `train ...` or `device` is appended",
+        shown_default="this Python's -m trainer_tinygrad",
     ),
     Option("executor", "TRAINER_EXECUTOR", "where trainers run: local (child processes) or ray", choices=EXECUTORS),
     Option(

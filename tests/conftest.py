@@ -30,21 +30,24 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _factory(root: Path, data_dir: Path, started: list[ServerProcess]) -> ServerFactory:
-    from server_harness import ServerProcess
+    from server_harness import SCRIPTED, ServerProcess
 
     def make(
         evidence_dir: Path | None = None,
         extra_args: list[str] | None = None,
         env: dict[str, str | None] | None = None,
         wait_ready: bool = True,
+        scripted: bool = False,
     ) -> ServerProcess:
+        """A server; `scripted`: its trainers are tests/scripted_trainer.py (for tests about the server, not
+        training)."""
         server = ServerProcess(
             evidence_dir=evidence_dir or root / "evidence",
             data_dir=data_dir,
             work_dir=root / "work",
             log_path=root / "server.log",
             extra_args=list(extra_args or []),
-            env=dict(env or {}),
+            env=(dict(SCRIPTED) if scripted else {}) | dict(env or {}),
         )
         started.append(server)
         return server.start(wait_ready=wait_ready)
@@ -60,6 +63,17 @@ def server_factory(tmp_path: Path, data_dir: Path) -> Iterator[ServerFactory]:
     for server in started:
         if server.proc and server.proc.poll() is None:
             server.stop()
+
+
+@pytest.fixture(scope="module")
+def scripted_server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
+    """One server shared by a module's tests, its trainers scripted (tests/scripted_trainer.py): for modules about
+    the server's API, streams and evidence rather than training (mark them with xdist_group too)."""
+    started: list[ServerProcess] = []
+    yield _factory(tmp_path_factory.mktemp("server"), data_dir, started)(scripted=True)
+    for s in started:
+        if s.proc and s.proc.poll() is None:
+            assert s.stop() == 0, s.log()[-3000:]
 
 
 @pytest.fixture(scope="module")

@@ -21,6 +21,9 @@ from reference_server.schemas import Contract
 from tooling.launcher import LaunchedServer, launch
 
 REPO = Path(__file__).resolve().parents[1]
+#: The scripted trainer (tests/scripted_trainer.py), for tests whose subject is the server rather than training: the
+#: server runs it through --trainer-command, exactly as it runs `python -m trainer_tinygrad`.
+SCRIPTED = {"TRAINER_COMMAND": f"{sys.executable} {Path(__file__).resolve().with_name('scripted_trainer.py')}"}
 HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
 CONTRACT = Contract(REPO / "schemas")
 

@@ -1,5 +1,9 @@
 """The local executor: each trainer is a child process, ``python -m trainer_tinygrad train``, on this host.
 
+The command is `--trainer-command` (default: this interpreter's `-m trainer_tinygrad`), so an operator can wrap the
+training function (a container, a scheduler's launcher) and the tests can run a scripted trainer that speaks the
+same protocol.
+
 The trainer speaks JSON lines on stdout (started, metric, checkpoint, then finished | failed | cancelled) and logs on
 stderr; SIGTERM asks it to stop after the current step. Its stderr is drained continuously (a full pipe would stall
 it) and the tail is kept for error messages and the run's trainer.log. The child gets its own session (a Ctrl-C at
@@ -21,7 +25,7 @@ import signal
 import socket
 import sys
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -29,6 +33,8 @@ from . import Launch, TrainerStartError
 
 log = logging.getLogger(__name__)
 
+#: The training function, run by this interpreter.
+DEFAULT_COMMAND = (sys.executable, "-m", "trainer_tinygrad")
 _LINE_LIMIT = 4 << 20  # a `started` line carries the dataset provenance: allow a few MiB
 _PR_SET_PDEATHSIG = 1
 
@@ -83,7 +89,7 @@ class TrainerProcess:
         out_dir: Path,
         *,
         data_dir: Path | None,
-        python: str = sys.executable,
+        command: Sequence[str] = DEFAULT_COMMAND,
         env: Mapping[str, str] | None = None,
         resume: Path | None = None,
         nice: int = 0,
@@ -92,7 +98,7 @@ class TrainerProcess:
         self.config = dict(config)
         self.out_dir = out_dir
         self.data_dir = data_dir
-        self.python = python
+        self.command = list(command)
         self.env = trainer_env(env if env is not None else os.environ, data_dir)
         self.resume = resume
         self.nice = nice
@@ -118,16 +124,7 @@ class TrainerProcess:
 
     def argv(self, config_path: Path) -> list[str]:
         """The command line (recorded in the trainer log)."""
-        argv = [
-            self.python,
-            "-m",
-            "trainer_tinygrad",
-            "train",
-            "--config",
-            str(config_path),
-            "--out",
-            str(self.out_dir),
-        ]
+        argv = [*self.command, "train", "--config", str(config_path), "--out", str(self.out_dir)]
         argv += ["--run-id", self.run_id]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
@@ -246,13 +243,13 @@ class LocalExecutor:
         data_dir: Path | None,
         *,
         env: Mapping[str, str] | None = None,
-        python: str = sys.executable,
+        command: Sequence[str] = DEFAULT_COMMAND,
         nice: int = 0,
     ) -> None:
         self.work_dir = work_dir
         self.data_dir = data_dir
         self.env = dict(os.environ if env is None else env)
-        self.python = python
+        self.command = list(command)
         self.nice = nice
 
     async def start(self, launch: Launch) -> TrainerProcess:
@@ -262,7 +259,7 @@ class LocalExecutor:
             launch.config,
             self.work_dir / launch.run_id,
             data_dir=self.data_dir,
-            python=self.python,
+            command=self.command,
             env=self.env,
             resume=launch.resume.path.resolve() if launch.resume else None,
             nice=self.nice,
@@ -286,22 +283,20 @@ class LocalExecutor:
         shutil.rmtree(self.work_dir / run_id, ignore_errors=True)
 
     async def probe(self) -> dict[str, Any]:
-        """Run ``python -m trainer_tinygrad device`` once."""
-        return await probe_device(self.python, self.env)
+        """Run the trainer command's `device` once."""
+        return await probe_device(self.command, self.env)
 
     async def close(self) -> None:
         """Nothing to release: trainers are stopped by their supervisors."""
 
 
 async def probe_device(
-    python: str = sys.executable, env: Mapping[str, str] | None = None, timeout: float = 120.0
+    command: Sequence[str] = DEFAULT_COMMAND, env: Mapping[str, str] | None = None, timeout: float = 120.0
 ) -> dict[str, Any]:
-    """Run ``python -m trainer_tinygrad device`` once: {"ok": bool, "device"?, "tinygrad_version"?, "reason"?}."""
+    """Run ``<trainer command> device`` once: {"ok": bool, "device"?, "tinygrad_version"?, "reason"?}."""
     try:
         proc = await asyncio.create_subprocess_exec(
-            python,
-            "-m",
-            "trainer_tinygrad",
+            *command,
             "device",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
@@ -310,7 +305,7 @@ async def probe_device(
             start_new_session=True,
         )
     except OSError as exc:
-        return {"ok": False, "reason": f"cannot run {python} -m trainer_tinygrad device: {exc}"}
+        return {"ok": False, "reason": f"cannot run `{' '.join(command)} device`: {exc}"}
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from browser_harness import SERVER_ARGS, Browser, expected_points
 from selenium.webdriver.common.by import By
-from server_harness import ServerProcess, start_run, wait_for
+from server_harness import SCRIPTED, ServerProcess, start_run, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser-resilience")]
 
@@ -25,7 +25,7 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("guarded-web")
-    env: dict[str, str | None] = {"TRAINER_API_TOKEN": TOKEN, "TRAINER_PROTECT_READS": "1"}
+    env: dict[str, str | None] = {"TRAINER_API_TOKEN": TOKEN, "TRAINER_PROTECT_READS": "1"} | SCRIPTED
     server = ServerProcess(root / "evidence", data_dir, root / "work", root / "server.log", SERVER_ARGS, env=env)
     yield server.start()
     assert server.stop() == 0, server.log()[-3000:]

@@ -11,15 +11,17 @@ from server_harness import ServerFactory, start_run, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser-resilience")]
 
-#: Long enough to cut it off in the middle (about 7 s of training here), short enough for a test.
+#: Long enough to cut it off in the middle (about 7 s), short enough for a test. The page's behaviour is the subject,
+#: not training: the trainers are scripted (tests/scripted_trainer.py), paced like a real run of this size.
 RUN = {"steps": 400, "batch_size": 512, "log_every": 5, "checkpoint_every": 50, "eval_samples": 500}
+PACED = {"SCRIPTED_STEPS_PER_S": "60"}
 STEPS = list(range(RUN["log_every"], RUN["steps"] + 1, RUN["log_every"]))
 
 
 def test_opened_mid_run_then_cut_off_the_page_ends_with_every_point_once(
     browser: Browser, server_factory: ServerFactory
 ) -> None:
-    server = server_factory(extra_args=SERVER_ARGS)
+    server = server_factory(extra_args=SERVER_ARGS, scripted=True, env=PACED)
     port = int(server.url.rsplit(":", 1)[1])
     with server.client() as api, CuttingProxy(port) as proxy:
         run = start_run(api, **RUN)
@@ -55,7 +57,7 @@ def test_a_server_restart_mid_run_then_resume_plots_each_step_once(
 ) -> None:
     port = free_port()
     args = [*SERVER_ARGS, "--port", str(port)]
-    first = server_factory(extra_args=args)
+    first = server_factory(extra_args=args, scripted=True, env=PACED)
     with first.client() as api:
         run_id = start_run(api, **RUN)["run_id"]
         browser.get(f"{first.url}/runs/{run_id}")
@@ -69,7 +71,7 @@ def test_a_server_restart_mid_run_then_resume_plots_each_step_once(
     # The server said goodbye on the stream: the page shows the run interrupted and stops listening.
     browser.wait("return window.dashboard.page.ended", what="the interrupted end on the page")
     assert browser.js("return window.dashboard.page.run.status") == "interrupted"
-    second = server_factory(evidence_dir=first.evidence_dir, extra_args=args)
+    second = server_factory(evidence_dir=first.evidence_dir, extra_args=args, scripted=True, env=PACED)
     assert second.url == first.url
     browser.wait("return document.getElementById('resume')", what="the Resume button").click()
     browser.wait("return !window.dashboard.page.ended", what="the stream to reopen")

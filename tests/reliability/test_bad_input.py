@@ -305,6 +305,12 @@ def evidence_digest(root: Path) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
+def server(scripted_server: ServerProcess) -> ServerProcess:
+    """The server is the subject here, not training: its trainers are scripted (tests/scripted_trainer.py)."""
+    return scripted_server
+
+
+@pytest.fixture(scope="module")
 def target(server: ServerProcess) -> tuple[ServerProcess, str]:
     """The module's server, holding one finished run (two checkpoints) started with an idempotency key."""
     with server.client() as client:

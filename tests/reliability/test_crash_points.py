@@ -63,7 +63,7 @@ def test_twenty_kills_over_runs_lives_leave_every_folder_verifiable(
     server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     evidence = tmp_path / "evidence"
-    server = server_factory(evidence_dir=evidence)
+    server = server_factory(evidence_dir=evidence, scripted=True)
     run_id: str | None = None
     kills = []
     for point in range(POINTS):
@@ -83,7 +83,7 @@ def test_twenty_kills_over_runs_lives_leave_every_folder_verifiable(
                 time.sleep(0.01 * (point % 5))
         server.stop(signal.SIGKILL)
         kills.append(kind)
-        server = server_factory(evidence_dir=evidence, wait_ready=False)  # recovery is done once it listens
+        server = server_factory(evidence_dir=evidence, wait_ready=False, scripted=True)  # listening: recovered
         verified, damaged = check_every_folder(server)
         assert damaged == 0, "a SIGKILL alone never damages a folder"
         assert status_of(server, run_id)["status"] in ENDED

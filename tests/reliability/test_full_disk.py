@@ -129,7 +129,7 @@ def test_a_disk_that_fills_mid_run_fails_the_run_cleanly_and_space_coming_back_h
     disk: Path, server_factory: ServerFactory
 ) -> None:
     evidence = disk / "evidence"
-    server = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)})
+    server = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)}, scripted=True)
     with server.client() as client:
         assert client.get("/readyz").status_code == 200
         # Room for a run's creation (its reserve included) and a few hundred metric lines, not for a checkpoint.
@@ -160,7 +160,7 @@ def test_a_disk_that_fills_mid_run_fails_the_run_cleanly_and_space_coming_back_h
         healed = start_run(client, steps=20, log_every=10, eval_samples=100, idempotency_key="after-the-disk-filled")
         assert wait_for(client, healed["run_id"], {"succeeded", "failed"})["status"] == "succeeded"
     assert server.stop() == 0
-    again = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)})
+    again = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)}, scripted=True)
     with again.client() as client:
         recovered = client.get(f"/api/training/runs/{run['run_id']}").json()
         assert recovered["status"] == "failed" and recovered["error"]["code"] == "disk_full"
@@ -173,7 +173,7 @@ def test_the_server_starts_on_a_full_disk_recovers_its_runs_and_says_why_it_is_n
     disk: Path, server_factory: ServerFactory
 ) -> None:
     evidence = disk / "evidence"
-    first = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)})
+    first = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)}, scripted=True)
     with first.client() as client:
         run = start_run(client, steps=100_000, log_every=10, checkpoint_every=100_000, eval_samples=100)
         wait_for(client, run["run_id"], {"running"})
@@ -181,7 +181,9 @@ def test_the_server_starts_on_a_full_disk_recovers_its_runs_and_says_why_it_is_n
     first.stop(signal.SIGKILL)  # the run is left without its end
     filler = fill(disk, 0)
     assert free_bytes(disk) < 64 << 10
-    second = server_factory(evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)}, wait_ready=False)
+    second = server_factory(
+        evidence_dir=evidence, env={"TRAINER_MIN_FREE_BYTES": str(WANTED)}, scripted=True, wait_ready=False
+    )
     with second.client() as client:
         assert client.get("/healthz").status_code == 200
         ready = client.get("/readyz")

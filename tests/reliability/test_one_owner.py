@@ -31,7 +31,7 @@ def digests(root: Path, skip: Path | None = None) -> dict[str, str]:
 
 
 def test_a_second_server_on_a_live_folder_refuses_to_start_and_touches_nothing(server_factory: ServerFactory) -> None:
-    first = server_factory()
+    first = server_factory(scripted=True)
     with first.client() as client:
         done = start_run(client, steps=20, log_every=10, eval_samples=100)
         assert wait_for(client, done["run_id"], {"succeeded", "failed"})["status"] == "succeeded"
@@ -40,7 +40,7 @@ def test_a_second_server_on_a_live_folder_refuses_to_start_and_touches_nothing(s
         live_folder = first.evidence_dir / "training" / live["run_id"]
         before = digests(first.evidence_dir, skip=live_folder)
         with pytest.raises(LaunchError) as refused:
-            server_factory(evidence_dir=first.evidence_dir, wait_ready=False)
+            server_factory(evidence_dir=first.evidence_dir, wait_ready=False, scripted=True)
         message = str(refused.value)
         assert "exited with 2" in message and "in use by another server" in message
         assert f"pid {first.proc.pid}" in message and "started" in message  # names the holder
@@ -55,10 +55,10 @@ def test_a_second_server_on_a_live_folder_refuses_to_start_and_touches_nothing(s
 
 
 def test_a_lock_left_by_a_killed_server_is_taken_over_and_logged(server_factory: ServerFactory) -> None:
-    first = server_factory()
+    first = server_factory(scripted=True)
     pid = first.proc.pid
     first.stop(signal.SIGKILL)
-    second = server_factory(evidence_dir=first.evidence_dir)
+    second = server_factory(evidence_dir=first.evidence_dir, scripted=True)
     assert f"took over the evidence folder lock left by pid {pid}" in second.log()
     with second.client() as client:
         assert client.get("/readyz").status_code == 200
@@ -71,7 +71,7 @@ def _write_log(folder: Path, events: list[dict]) -> None:
 def test_a_log_that_breaks_the_rules_is_listed_untouched_and_refused_by_the_audit(
     server_factory: ServerFactory,
 ) -> None:
-    first = server_factory()
+    first = server_factory(scripted=True)
     with first.client() as client:
         run = start_run(client, steps=20, log_every=10, eval_samples=100)
         assert wait_for(client, run["run_id"], {"succeeded", "failed"})["status"] == "succeeded"
@@ -87,7 +87,7 @@ def test_a_log_that_breaks_the_rules_is_listed_untouched_and_refused_by_the_audi
     problems = " ".join(f.detail for f in audit.findings if f.state == "invalid")
     assert "ids must run 1, 2, 3" in problems and "after the attempt's `end`" in problems
 
-    second = server_factory(evidence_dir=first.evidence_dir)
+    second = server_factory(evidence_dir=first.evidence_dir, scripted=True)
     with second.client() as client:
         started = time.monotonic()
         gone = check_problem(client.get(f"/api/training/runs/{run['run_id']}"), 409, "evidence_damaged")
@@ -105,7 +105,7 @@ def test_a_log_that_breaks_the_rules_is_listed_untouched_and_refused_by_the_audi
 
 
 def test_replay_follows_event_ids_and_always_moves_forward(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True)
     with server.client() as client:
         run = start_run(client, steps=30, log_every=10, checkpoint_every=10, eval_samples=100)
         assert wait_for(client, run["run_id"], {"succeeded", "failed"})["status"] == "succeeded"
@@ -122,7 +122,7 @@ def test_replay_follows_event_ids_and_always_moves_forward(server_factory: Serve
 
 
 def test_the_evidence_lock_is_not_inherited_by_trainers(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True)
     with server.client() as client:
         run = start_run(client, steps=100_000, log_every=10, checkpoint_every=100_000, eval_samples=100)
         wait_for(client, run["run_id"], {"running"})

@@ -20,6 +20,9 @@ from reference_server.evidence.audit import audit_run
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-shutdown")]
 
+#: The scripted trainer takes as long to load as a real one does to load its data and compile (a few seconds).
+LOADING = {"SCRIPTED_LOAD_S": "3"}
+
 
 def subscribe(pool: ThreadPoolExecutor, server: ServerProcess, params: dict[str, str]) -> Future[SseStream]:
     """Read a stream to its end in a thread (the client never gives up first)."""
@@ -47,7 +50,7 @@ def ends(stream: SseStream) -> dict[str, str]:
 
 
 def test_sigterm_delivers_every_runs_end_to_every_stream(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True)
     with server.client() as client, ThreadPoolExecutor(4) as pool:
         training = start_run(client, steps=100_000, log_every=10, checkpoint_every=100_000, eval_samples=100)
         waiting = start_run(client, steps=100)  # queued behind it: one run at a time
@@ -66,7 +69,7 @@ def test_sigterm_delivers_every_runs_end_to_every_stream(server_factory: ServerF
 def test_sigterm_while_a_trainer_loads_still_ends_its_streams_and_refuses_new_work(
     server_factory: ServerFactory,
 ) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True, env=LOADING)
     with server.client() as client, ThreadPoolExecutor(4) as pool:
         loading = start_run(client, steps=100_000, log_every=10, eval_samples=100)
         assert loading["status"] == "queued"
@@ -91,7 +94,7 @@ def test_sigterm_while_a_trainer_loads_still_ends_its_streams_and_refuses_new_wo
 
 
 def test_recovery_removes_temporary_files_a_killed_writer_left(server_factory: ServerFactory) -> None:
-    first = server_factory()
+    first = server_factory(scripted=True)
     with first.client() as client:
         run = start_run(client, steps=20, log_every=10, checkpoint_every=10, eval_samples=100)
         assert wait_for(client, run["run_id"], {"succeeded", "failed"})["status"] == "succeeded"
@@ -103,7 +106,7 @@ def test_recovery_removes_temporary_files_a_killed_writer_left(server_factory: S
     ]
     for path in leftovers:
         path.write_bytes(b"half a file")
-    second = server_factory(evidence_dir=first.evidence_dir)
+    second = server_factory(evidence_dir=first.evidence_dir, scripted=True)
     assert not any(path.exists() for path in leftovers)
     assert "removed temporary files a killed writer left" in second.log()
     assert audit_run(folder).ok
@@ -112,7 +115,7 @@ def test_recovery_removes_temporary_files_a_killed_writer_left(server_factory: S
 
 
 def test_cancelling_a_queued_run_ends_it_at_once_even_while_its_trainer_loads(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True, env=LOADING)
     with server.client() as client:
         run = start_run(client, steps=100_000, log_every=10, eval_samples=100)
         assert run["status"] == "queued"

@@ -15,7 +15,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from server_harness import ServerProcess, read_sse, start_run, wait_for
+from server_harness import SCRIPTED, ServerProcess, read_sse, start_run, wait_for
 
 from tooling.launcher import open_fds, rss_kib
 
@@ -33,7 +33,7 @@ def strict(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator
         data_dir,
         root / "work",
         root / "server.log",
-        env={"TRAINER_MAX_SSE_SUBSCRIBERS": str(SLOTS), "TRAINER_WRITE_TIMEOUT_S": "1"},
+        env={"TRAINER_MAX_SSE_SUBSCRIBERS": str(SLOTS), "TRAINER_WRITE_TIMEOUT_S": "1"} | SCRIPTED,
     ).start()
     with server.client() as client:
         run = start_run(client, steps=3000, log_every=1, checkpoint_every=1500, eval_samples=100)

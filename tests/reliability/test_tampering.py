@@ -135,6 +135,12 @@ def audit_command(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
+def server(scripted_server: ServerProcess) -> ServerProcess:
+    """The server is the subject here, not training: its trainers are scripted (tests/scripted_trainer.py)."""
+    return scripted_server
+
+
+@pytest.fixture(scope="module")
 def finished_run(server: ServerProcess) -> Path:
     """The folder of one finished run (two checkpoints) of the module's server."""
     with server.client() as client:

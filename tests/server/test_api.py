@@ -40,6 +40,12 @@ SHORT = {"steps": 60, "log_every": 10, "checkpoint_every": 20, "eval_samples": 1
 
 
 @pytest.fixture(scope="module")
+def server(scripted_server: ServerProcess) -> ServerProcess:
+    """The API is the subject here, not training: the server's trainers are scripted (tests/scripted_trainer.py)."""
+    return scripted_server
+
+
+@pytest.fixture(scope="module")
 def client(server: ServerProcess) -> Iterator[httpx.Client]:
     with server.client() as c:
         yield c
@@ -172,7 +178,8 @@ def test_evidence_files_are_valid_and_manifest_hashes_match(
         assert len(on_disk) == entry["bytes"]
     config = json.loads((run_dir(server, run_id) / "config.json").read_bytes())
     assert not CONTRACT.errors("evidence-config.schema.json", config)
-    assert config["device"] and config["versions"]["tinygrad"] == "0.14.0"
+    # What the trainer reported when it started (the scripted one says so: tests/scripted_trainer.py).
+    assert config["device"] == "SCRIPTED" and config["versions"]["tinygrad"] == "scripted"
     provenance = json.loads((run_dir(server, run_id) / "provenance.json").read_bytes())
     assert not CONTRACT.errors("evidence-provenance.schema.json", provenance)
     assert provenance["datasets"][0]["name"] == "fashion-mnist" and provenance["mocks_disabled"] == "1"

@@ -21,7 +21,7 @@ def limited(server_factory: ServerFactory) -> Iterator[ServerProcess]:
         "TRAINER_MAX_QUEUED_RUNS": "1",
         "TRAINER_MAX_SSE_SUBSCRIBERS": "2",
     }
-    yield server_factory(env=env)
+    yield server_factory(env=env, scripted=True)
 
 
 def test_mutating_endpoints_need_the_bearer_token(limited: ServerProcess) -> None:

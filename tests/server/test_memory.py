@@ -22,7 +22,7 @@ def every_metrics_page(client, run_id: str) -> tuple[list, list]:  # type: ignor
 
 
 def test_logs_beyond_the_cache_are_read_back_the_same(server_factory: ServerFactory) -> None:
-    server = server_factory(env={"TRAINER_EVENT_CACHE_RUNS": "1"})
+    server = server_factory(env={"TRAINER_EVENT_CACHE_RUNS": "1"}, scripted=True)
     with server.client() as client:
         first = start_run(client, steps=60, log_every=10, checkpoint_every=20, eval_samples=100)
         first = wait_for(client, first["run_id"], {"succeeded", "failed"})

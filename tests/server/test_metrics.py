@@ -39,7 +39,7 @@ def value(samples: dict, name: str, **labels: str) -> float:  # type: ignore[typ
 
 
 def test_counters_only_go_up_and_steps_count_as_trained(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True, env={"SCRIPTED_STEPS_PER_S": "50"})
     with server.client() as client:
         run = start_run(client, steps=200, log_every=10, checkpoint_every=40, eval_samples=100)
         deadline = time.monotonic() + 120

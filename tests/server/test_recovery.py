@@ -33,7 +33,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_kill_9_then_restart_marks_the_run_interrupted_and_replays_its_log(server_factory: ServerFactory) -> None:
-    first = server_factory()
+    first = server_factory(scripted=True)
     with first.client() as client:
         run = start_run(client, steps=100_000, log_every=10, checkpoint_every=100, eval_samples=200)
         run_id = run["run_id"]
@@ -50,7 +50,7 @@ def test_kill_9_then_restart_marks_the_run_interrupted_and_replays_its_log(serve
     logged = folder.joinpath("metrics.jsonl").read_text().splitlines()
     assert not (folder / "manifest.json").exists() and json.loads(logged[-1])["type"] != "end"
 
-    second = server_factory(evidence_dir=first.evidence_dir)
+    second = server_factory(evidence_dir=first.evidence_dir, scripted=True)
     with second.client() as client:
         recovered = check_json(client.get(f"/api/training/runs/{run_id}"), "run.schema.json")
         assert recovered["status"] == "interrupted" and recovered["error"]["code"] == "server_stopped"
@@ -74,7 +74,7 @@ def test_kill_9_then_restart_marks_the_run_interrupted_and_replays_its_log(serve
 
 
 def test_sigterm_ends_active_runs_interrupted_with_a_manifest(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True)
     with server.client() as client:
         run = start_run(client, steps=100_000, log_every=10, eval_samples=100)
         queued = start_run(client, steps=10)
@@ -87,13 +87,13 @@ def test_sigterm_ends_active_runs_interrupted_with_a_manifest(server_factory: Se
         assert manifest["status"] == "interrupted"
         end = json.loads(folder.joinpath("metrics.jsonl").read_text().splitlines()[-1])
         assert end["type"] == "end" and end["data"]["status"] == "interrupted"
-    again = server_factory(evidence_dir=server.evidence_dir)
+    again = server_factory(evidence_dir=server.evidence_dir, scripted=True)
     with again.client() as client:
         statuses = {r["run_id"]: r["status"] for r in client.get("/api/training/runs").json()["runs"]}
         assert statuses == {run["run_id"]: "interrupted", queued["run_id"]: "interrupted"}
         key_run = start_run(client, steps=10, eval_samples=100, idempotency_key="survives-restart")
     again.stop()
-    third = server_factory(evidence_dir=server.evidence_dir)
+    third = server_factory(evidence_dir=server.evidence_dir, scripted=True)
     with third.client() as client:
         same = client.post(
             "/api/training/runs", json={"steps": 10, "eval_samples": 100, "idempotency_key": "survives-restart"}
@@ -102,7 +102,7 @@ def test_sigterm_ends_active_runs_interrupted_with_a_manifest(server_factory: Se
 
 
 def test_a_killed_trainer_fails_its_run_and_the_server_keeps_serving(server_factory: ServerFactory) -> None:
-    server = server_factory()
+    server = server_factory(scripted=True)
     with server.client() as client:
         run = start_run(client, steps=100_000, log_every=10, eval_samples=100)
         wait_for(client, run["run_id"], {"running"})
