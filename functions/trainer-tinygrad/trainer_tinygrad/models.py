@@ -19,9 +19,12 @@ Layer = Callable[[Tensor], Tensor]
 BN_EPS = 1e-5
 
 
-def preprocess(images: np.ndarray) -> np.ndarray:
-    """uint8 NCHW images -> float32 model input in [0, 1]; fixed by the checkpoint format (no mean/std)."""
-    return images.astype(np.float32) / 255.0
+def preprocess(images: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """uint8 NCHW images -> float32 model input in [0, 1]; fixed by the checkpoint format (no mean/std).
+
+    `out`: a float32 array to write into (an input buffer's memory) instead of a new one; the same values.
+    """
+    return np.divide(images, np.float32(255.0), out=out, dtype=np.float32)
 
 
 def flatten(x: Tensor) -> Tensor:
