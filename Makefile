@@ -26,10 +26,11 @@ setup: system-deps $(STAMP) datasets steps
 system-deps:
 	@bash scripts/system-deps.sh
 
-$(STAMP): pyproject.toml conformance/pyproject.toml
+$(STAMP): pyproject.toml functions/trainer-tinygrad/pyproject.toml conformance/pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' -e ./conformance
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
+		-e ./functions/trainer-tinygrad -e '.[dev]' -e ./conformance
 	@touch $@
 
 datasets: $(STAMP)
@@ -47,7 +48,7 @@ verify: setup
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
 
 test: setup
-	@$(BIN)/tox run -e lint,type,conformance,fuzz,py
+	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,py
 
 bench: setup
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt

@@ -4,11 +4,12 @@ Never imports tinygrad: training happens in `python -m trainer_tinygrad train` c
 """
 
 from .app import Service
-from .audit import RunAudit, audit_run
 from .errors import ApiError
 from .evidence import EvidenceStore
+from .evidence.audit import RunAudit, audit_run
+from .lifecycle import TRANSITIONS, RunStatus
 from .provenance import SERVICE_VERSION as __version__
-from .runs import TRANSITIONS, RunManager, RunStatus
+from .runs import RunManager
 from .schemas import Contract
 from .settings import Settings
 

@@ -18,10 +18,10 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .app import Service
-from .audit import main as verify_main
-from .evidence import EvidenceError
+from .evidence import EvidenceError, FolderLocked
+from .evidence.audit import main as verify_main
 from .provenance import ServiceProvenance
-from .settings import ConfigError, load
+from .settings import ConfigError, Settings, load, log_level
 
 log = logging.getLogger("reference_server")
 
@@ -45,22 +45,31 @@ def check_mocks_disabled(env: dict[str, str] | os._Environ[str]) -> str | None:
     return None
 
 
-async def serve(argv: Sequence[str] | None = None) -> int:
+async def serve(settings: Settings) -> int:
     """Run the server until SIGINT or SIGTERM; the exit status."""
-    settings = load(argv)
     identity = ServiceProvenance.detect()
+    try:
+        # Bind first: a taken port must fail at once, before anything starts or any file is touched.
+        bound = bind_sockets(settings.port, settings.host)
+    except OSError as exc:
+        print(f"reference_server: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
+        return 2
     service = Service.build(settings, identity)
     try:
-        interrupted = service.start()
-    except EvidenceError as exc:
+        report = await service.start()
+    except (FolderLocked, EvidenceError) as exc:
+        for sock in bound:
+            sock.close()
         print(f"reference_server: {exc}", file=sys.stderr)
         return 2
-    if interrupted:
+    if report.interrupted:
         log.warning(
             "%d run(s) were active when the server last stopped; now interrupted: %s",
-            len(interrupted),
-            ", ".join(interrupted),
+            len(report.interrupted),
+            ", ".join(report.interrupted),
         )
+    for run_id, problem in report.damaged.items():
+        log.error("run %s is listed as damaged: %s", run_id, problem)
     server = HTTPServer(
         service.application(),
         max_body_size=_CONNECTION_BODY_LIMIT,
@@ -69,24 +78,24 @@ async def serve(argv: Sequence[str] | None = None) -> int:
         idle_connection_timeout=settings.header_timeout_s,
         body_timeout=settings.body_timeout_s,
     )
-    bound = bind_sockets(settings.port, settings.host)
     server.add_sockets(bound)
     host, port = bound[0].getsockname()[:2]
     log.info(
-        "reference_server %s (commit %s) listening on http://%s:%d evidence=%s data=%s",
+        "reference_server %s (commit %s) listening on http://%s:%d evidence=%s data=%s executor=%s",
         identity.versions["service"],
         identity.commit,
         host if ":" not in host else f"[{host}]",
         port,
         settings.evidence_dir,
         service.catalog.root,
+        service.executor.name,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("stopping: ending active runs as interrupted")
+    log.info("stopping: no new work; ending active runs as interrupted")
     server.stop()
     await service.stop()
     await server.close_all_connections()
@@ -98,17 +107,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["verify-evidence"]:
         return verify_main(args[1:])
-    logging.basicConfig(
-        level=os.environ.get("TRAINER_LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     refusal = check_mocks_disabled(os.environ)
     if refusal:
         print(f"reference_server: {refusal}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(serve(args))
-    except (ConfigError, ValueError) as exc:
+        settings = load(args)
+    except ConfigError as exc:
+        print(f"reference_server: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=log_level(settings), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(serve(settings))
+    except ValueError as exc:  # TRAINER_COMMIT that is not a commit
         print(f"reference_server: {exc}", file=sys.stderr)
         return 2
 

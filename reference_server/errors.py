@@ -20,15 +20,18 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   ├── IdempotencyConflict      409 idempotency_key_conflict
     │   ├── RunNotCancellable        409 run_not_cancellable
     │   ├── RunNotResumable          409 run_not_resumable
-    │   └── EvidenceNotReady         409 evidence_not_ready
+    │   ├── EvidenceNotReady         409 evidence_not_ready
+    │   └── EvidenceDamagedError     409 evidence_damaged
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── ValidationFailed             422 validation_failed   (carries ``errors``: [{field, message}])
     ├── HeadersTooLarge              431 headers_too_large
     ├── TooManyRequests              429 too_many_requests   (carries ``retry_after`` seconds)
     │   └── QueueFull                429 queue_full
-    └── ServiceUnavailable           503 service_unavailable (carries ``retry_after`` seconds)
-        └── TooManySubscribers       503 too_many_subscribers
+    ├── ServiceUnavailable           503 service_unavailable (carries ``retry_after`` seconds)
+    │   ├── TooManySubscribers       503 too_many_subscribers
+    │   └── ShuttingDown             503 shutting_down
+    └── InsufficientStorage          507 insufficient_storage
 
 Errors from other libraries (jsonschema, the dataset cache, the file system) are translated where they enter.
 """
@@ -147,6 +150,10 @@ class EvidenceNotReady(Conflict):
     code, title = "evidence_not_ready", "Evidence manifest not written yet"
 
 
+class EvidenceDamagedError(Conflict):
+    code, title = "evidence_damaged", "Run evidence cannot be trusted"
+
+
 class PayloadTooLarge(ApiError):
     status, code, title = 413, "payload_too_large", "Request body too large"
 
@@ -177,6 +184,14 @@ class ServiceUnavailable(ApiError):
 
 class TooManySubscribers(ServiceUnavailable):
     code, title = "too_many_subscribers", "Too many event-stream subscribers"
+
+
+class ShuttingDown(ServiceUnavailable):
+    code, title = "shutting_down", "Server is shutting down"
+
+
+class InsufficientStorage(ApiError):
+    status, code, title = 507, "insufficient_storage", "Evidence disk full"
 
 
 #: Generic errors for a bare HTTP status (Tornado's own 404/405/...); keyed by status.

@@ -1,16 +1,19 @@
 """The event log: each run's events in order, durable in its metrics.jsonl, fanned out to SSE subscribers.
 
 An event is ``{id, run_id, type, time, data}`` (schemas/event.schema.json); ids start at 1 and increase by one within
-a run, so "the events after Last-Event-ID N" is the slice ``events[N:]``. The whole log of every run is kept in
-memory (a default run has ~160 events), which makes replay after a finished run or a restart the same code path as a
-live stream: the log is loaded from metrics.jsonl at start-up.
+a run. "The events after Last-Event-ID N" are found by id, not by list position, so a replay always moves forward
+even through a log that is not what it should be. The whole log of every run is kept in memory (a default run has
+~160 events), which makes replay after a finished run or a restart the same code path as a live stream: the log is
+loaded from metrics.jsonl at start-up.
 
 Subscribers follow the chat-demo shape: a cursor, a condition to wait on with a timeout (the heartbeat), and a
-wake-up when the client goes away. The all-runs feed is live only and keeps a bounded backlog.
+wake-up when the client goes away. The all-runs feed is live only and keeps a bounded backlog. At shutdown the log
+is closed only after every run has published its last event, so every stream can finish its sentence first.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from collections import deque
 from collections.abc import Iterator
@@ -18,12 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tornado.locks import Condition
+from trainer_tinygrad.clock import utc_now
 
-from . import clock
 from .errors import TooManySubscribers
 from .evidence import EvidenceStore
 
 EVENT_TYPES = ("status", "metric", "checkpoint", "end")
+
+
+def new_event(run_id: str, event_id: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    """An event as the log stores it, stamped now."""
+    return {"id": event_id, "run_id": run_id, "type": type_, "time": utc_now(), "data": data}
 
 
 @dataclass
@@ -37,25 +45,27 @@ class RunEvents:
     @property
     def last_id(self) -> int:
         """Id of the newest event (0 before the first)."""
-        return len(self.events)
+        return int(self.events[-1]["id"]) if self.events else 0
 
     @property
     def ended(self) -> bool:
-        """True once the `end` event is in the log: nothing follows it."""
+        """True once the `end` event is in the log: nothing follows it but a resume."""
         return bool(self.events) and self.events[-1]["type"] == "end"
 
-    def after(self, cursor: int) -> list[dict[str, Any]]:
-        """The events with id > cursor, in order."""
-        return self.events[max(cursor, 0) :]
+    def after(self, cursor: int, limit: int | None = None) -> list[dict[str, Any]]:
+        """The events with id > cursor, in order (at most `limit` of them)."""
+        start = bisect.bisect_right(self.events, cursor, key=lambda e: int(e["id"]))
+        return self.events[start : None if limit is None else start + limit]
 
 
 class EventLog:
     """Appends events (evidence first, then memory, then subscribers) and hands out cursors to read them."""
 
-    def __init__(self, store: EvidenceStore, *, max_subscribers: int = 1000, feed_backlog: int = 10_000) -> None:
+    def __init__(self, store: EvidenceStore, *, max_subscribers: int, feed_backlog: int = 10_000) -> None:
         self.store = store
         self.max_subscribers = max_subscribers
         self.subscribers = 0
+        self.closed = False
         self._runs: dict[str, RunEvents] = {}
         # The all-runs feed: (sequence, event); a subscriber's cursor is a sequence number.
         self._feed: deque[tuple[int, dict[str, Any]]] = deque(maxlen=feed_backlog)
@@ -64,7 +74,7 @@ class EventLog:
         self.appended_total = 0
 
     def load(self, run_id: str, events: list[dict[str, Any]]) -> RunEvents:
-        """Register a run with the events already on disk (at start-up, or [] for a new run)."""
+        """Register a run with the events already on disk (at start-up, or a new run's first event)."""
         log = RunEvents(run_id, list(events))
         self._runs[run_id] = log
         return log
@@ -74,7 +84,8 @@ class EventLog:
         return self._runs.get(run_id)
 
     def append(self, run_id: str, type_: str, data: dict[str, Any]) -> dict[str, Any]:
-        """Record one event (validated, appended to metrics.jsonl), then publish it to readers and subscribers."""
+        """Record one event (validated, appended to metrics.jsonl), then publish it to readers and subscribers.
+        EvidenceWriteError when it could not be made durable: then nobody sees it."""
         event = self.record(run_id, type_, data)
         self.publish(event)
         return event
@@ -88,7 +99,7 @@ class EventLog:
                 if log.ended
                 else f"run {run_id} has not ended; there is nothing to reopen"
             )
-        return {"id": log.last_id + 1, "run_id": run_id, "type": type_, "time": clock.now(), "data": data}
+        return new_event(run_id, log.last_id + 1, type_, data)
 
     def record(self, run_id: str, type_: str, data: dict[str, Any], *, reopen: bool = False) -> dict[str, Any]:
         """Make the next event durable (metrics.jsonl) without showing it to anyone yet: the end of a run is
@@ -139,8 +150,10 @@ class EventLog:
         finally:
             self.subscribers -= 1
 
-    def wake_all(self) -> None:
-        """Wake every waiting subscriber (at shutdown, so streams can end)."""
+    def close(self) -> None:
+        """No more events will come (shutdown, after every run published its last one): wake every subscriber so
+        each sends what is left and ends its stream."""
+        self.closed = True
         for log in self._runs.values():
             log.condition.notify_all()
         self.feed_condition.notify_all()

@@ -28,7 +28,7 @@ def package_version(name: str) -> str:
         return "unknown"
 
 
-SERVICE_VERSION = package_version("trainer-tinygrad")
+SERVICE_VERSION = package_version("trainer-tinygrad-server")
 
 
 def _git(args: list[str], cwd: Path) -> bytes | None:
@@ -51,13 +51,13 @@ class ServiceProvenance:
 
     @classmethod
     def detect(cls, env: Mapping[str, str] | None = None, repo: Path = REPO_ROOT) -> ServiceProvenance:
-        """`git rev-parse HEAD` (TRAINER_COMMIT overrides; "unknown" when neither), the dirty flag and the sha256
-        of `git diff HEAD`. Raises ValueError for a TRAINER_COMMIT that is not 7-40 lowercase hex."""
+        """`git rev-parse HEAD` (TRAINER_COMMIT overrides, in either case; "unknown" when neither), the dirty flag
+        and the sha256 of `git diff HEAD`. Raises ValueError for a TRAINER_COMMIT that is not 7-40 hex digits."""
         env = os.environ if env is None else env
         head = _git(["rev-parse", "HEAD"], repo)
-        commit = env.get("TRAINER_COMMIT") or (head.decode().strip() if head else "unknown")
+        commit = (env.get("TRAINER_COMMIT") or (head.decode().strip() if head else "unknown")).strip().lower()
         if not COMMIT_PATTERN.match(commit):
-            raise ValueError(f"TRAINER_COMMIT={commit!r} is not a commit: give 7-40 lowercase hex digits")
+            raise ValueError(f"TRAINER_COMMIT={commit!r} is not a commit: give 7-40 hex digits")
         dirty: bool | None = None
         diff_sha: str | None = None
         if head is not None:

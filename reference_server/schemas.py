@@ -1,5 +1,6 @@
 """The contract in `schemas/`, loaded once: validators for requests and for every evidence write, and the bundled
-OpenAPI document the server publishes at /openapi.json."""
+OpenAPI document the server publishes at /openapi.json. Validation is JSON Schema 2020-12 with strict integers
+(`trainer_tinygrad.schema`): `"steps": 50.0` is refused as a request, not accepted and then failed in the trainer."""
 
 from __future__ import annotations
 
@@ -10,23 +11,15 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import FormatChecker
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+from trainer_tinygrad.schema import StrictValidator, schemas_dir
 
 #: Base URI of every schema's $id; refs between files are relative to it.
 BASE_URI = "https://trainer-tinygrad.dev/schemas/"
 _SUFFIX = ".schema.json"
-
-
-def schemas_dir() -> Path:
-    """The repository's `schemas/`, or the copy a wheel carries as `reference_server/_schemas`."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here.parent / "schemas", here / "_schemas"):
-        if (candidate / "common.schema.json").is_file():
-            return candidate
-    raise FileNotFoundError("schemas/ not found next to reference_server (neither ../schemas nor _schemas)")
 
 
 class Contract:
@@ -42,12 +35,12 @@ class Contract:
             for doc in self.documents.values()
         ]
         self.registry: Registry[Any] = Registry().with_resources(resources)
-        self._validators: dict[str, Draft202012Validator] = {}
+        self._validators: dict[str, Any] = {}
 
-    def validator(self, name: str) -> Draft202012Validator:
+    def validator(self, name: str) -> Any:
         """A validator for `name` (a file name such as ``run.schema.json``) with date-time formats checked."""
         if name not in self._validators:
-            self._validators[name] = Draft202012Validator(
+            self._validators[name] = StrictValidator(
                 self.documents[name], registry=self.registry, format_checker=FormatChecker()
             )
         return self._validators[name]

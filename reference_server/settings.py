@@ -1,13 +1,22 @@
-"""Server configuration: command-line flags over environment variables over defaults, resolved once."""
+"""Server configuration: command-line flags over environment variables over defaults, resolved once.
+
+Defaults live in one place, the `Settings` dataclass. `OPTIONS` says, for each setting, its flag, its environment
+variable, its bounds and what it means; the `--help` text and the checks are generated from the two together, so a
+default is written once. Every bad value is refused at start-up with exit status 2 and a message naming the setting:
+NaN, infinities, out-of-range numbers, words where numbers belong.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import math
 import os
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 
 class ConfigError(Exception):
@@ -16,7 +25,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything the server is configured with."""
+    """Everything the server is configured with, and the one home of every default."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -29,123 +38,235 @@ class Settings:
     max_header_bytes: int = 32 * 1024
     header_timeout_s: float = 60.0  # also the keep-alive idle limit: Tornado times the header read from its start
     body_timeout_s: float = 60.0
+    write_timeout_s: float = 30.0
     max_sse_subscribers: int = 500
     heartbeat_s: float = 5.0
     sse_retry_ms: int = 3000
     cancel_grace_s: float = 30.0
+    shutdown_drain_s: float = 10.0
+    min_free_bytes: int = 64 << 20
+    trainer_nice: int = 10
     api_token: str | None = None
     protect_reads: bool = False
+    log_level: str = "INFO"
 
     def resolved_work_dir(self) -> Path:
         """Where trainers write before the evidence writer adopts their checkpoints (never under evidence/)."""
         return self.work_dir or Path(tempfile.gettempdir()) / "trainer-tinygrad-work"
 
 
-#: Environment variable for each setting (flags win over them).
-ENV = {
-    "host": "TRAINER_HOST",
-    "port": "TRAINER_PORT",
-    "evidence_dir": "TRAINER_EVIDENCE_DIR",
-    "data_dir": "TRAINER_DATA_DIR",
-    "work_dir": "TRAINER_WORK_DIR",
-    "max_concurrent_runs": "TRAINER_MAX_CONCURRENT_RUNS",
-    "max_queued_runs": "TRAINER_MAX_QUEUED_RUNS",
-    "max_body_bytes": "TRAINER_MAX_BODY_BYTES",
-    "max_header_bytes": "TRAINER_MAX_HEADER_BYTES",
-    "header_timeout_s": "TRAINER_HEADER_TIMEOUT_S",
-    "body_timeout_s": "TRAINER_BODY_TIMEOUT_S",
-    "max_sse_subscribers": "TRAINER_MAX_SSE_SUBSCRIBERS",
-    "heartbeat_s": "TRAINER_SSE_HEARTBEAT_S",
-    "cancel_grace_s": "TRAINER_CANCEL_GRACE_S",
-    "api_token": "TRAINER_API_TOKEN",
-    "protect_reads": "TRAINER_PROTECT_READS",
+@dataclass(frozen=True)
+class Option:
+    """How one setting is given: its flag (None: environment only), its variable, its bounds, what it means."""
+
+    name: str
+    env: str
+    help: str
+    flag: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+    shown_default: str | None = None  # when the dataclass default is computed elsewhere (None)
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", "TRAINER_HOST", "address to listen on"),
+    Option("port", "TRAINER_PORT", "port; 0 picks a free one", minimum=0, maximum=65535),
+    Option("evidence_dir", "TRAINER_EVIDENCE_DIR", "evidence root; runs live in <dir>/training/<run_id>/"),
+    Option("data_dir", "TRAINER_DATA_DIR", "dataset cache", shown_default="~/.cache/trainer-tinygrad/datasets"),
+    Option("work_dir", "TRAINER_WORK_DIR", "trainers' scratch space", shown_default="$TMPDIR/trainer-tinygrad-work"),
+    Option("max_concurrent_runs", "TRAINER_MAX_CONCURRENT_RUNS", "runs training at once", minimum=1, maximum=1024),
+    Option("max_queued_runs", "TRAINER_MAX_QUEUED_RUNS", "runs waiting beyond that; more get 429", minimum=1),
+    Option(
+        "max_body_bytes", "TRAINER_MAX_BODY_BYTES", "largest request body; more get 413", minimum=1, maximum=8 << 20
+    ),
+    Option("max_header_bytes", "TRAINER_MAX_HEADER_BYTES", "request line and headers; more get 431", minimum=1024),
+    Option(
+        "header_timeout_s",
+        "TRAINER_HEADER_TIMEOUT_S",
+        "seconds to send the headers (and keep-alive idle)",
+        minimum=0.001,
+    ),
+    Option("body_timeout_s", "TRAINER_BODY_TIMEOUT_S", "seconds to send the body", minimum=0.001),
+    Option(
+        "write_timeout_s",
+        "TRAINER_WRITE_TIMEOUT_S",
+        "seconds a stream or download client may leave sent data unread before it is dropped",
+        minimum=0.001,
+    ),
+    Option(
+        "max_sse_subscribers", "TRAINER_MAX_SSE_SUBSCRIBERS", "event-stream clients at once; more get 503", minimum=1
+    ),
+    Option("heartbeat_s", "TRAINER_SSE_HEARTBEAT_S", "seconds without events before an SSE comment line", minimum=0.01),
+    Option("sse_retry_ms", "TRAINER_SSE_RETRY_MS", "the SSE retry: a client's reconnect delay", minimum=0),
+    Option("cancel_grace_s", "TRAINER_CANCEL_GRACE_S", "SIGTERM-to-SIGKILL grace for a trainer", minimum=0.001),
+    Option(
+        "shutdown_drain_s",
+        "TRAINER_SHUTDOWN_DRAIN_S",
+        "on SIGTERM, seconds open streams get to deliver each run's last events",
+        minimum=0,
+    ),
+    Option(
+        "min_free_bytes",
+        "TRAINER_MIN_FREE_BYTES",
+        "/readyz is not ready below this much free space on the evidence disk (or twice the largest checkpoint)",
+        minimum=0,
+    ),
+    Option(
+        "trainer_nice",
+        "TRAINER_NICE",
+        "how much lower the trainers' CPU priority is than the server's",
+        minimum=0,
+        maximum=19,
+    ),
+    Option(
+        "api_token",
+        "TRAINER_API_TOKEN",
+        "mutating endpoints need `Authorization: Bearer <token>` (16+ chars)",
+        flag=False,
+    ),
+    Option(
+        "protect_reads", "TRAINER_PROTECT_READS", "1: reads need the token too (needs TRAINER_API_TOKEN)", flag=False
+    ),
+    Option("log_level", "TRAINER_LOG_LEVEL", f"server log level: {', '.join(LOG_LEVELS)}"),
+)
+
+#: Variables read outside the settings table, named in --help so every one is documented in one place.
+OTHER_VARIABLES = {
+    "MOCKS_DISABLED": "must be 1 (or unset): this server has no mocks and refuses any other value",
+    "TRAINER_COMMIT": "commit reported in X-Commit-SHA and evidence (7-40 hex digits; default `git rev-parse HEAD`)",
+    "DEV": "tinygrad's device for the trainers (CPU here; CUDA or another where one exists)",
+    "CACHEDB": "tinygrad's compiled-kernel cache, shared by every trainer (default ~/.cache/tinygrad/cache.db)",
 }
+
+_DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(Settings)}
+_TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Settings)}
+
+
+def _kind(name: str) -> str:
+    kind = _TYPES[name]
+    if "Path" in kind:
+        return "path"
+    for simple in ("bool", "int", "float"):
+        if kind == simple:
+            return simple
+    return "str"
+
+
+def _shown_default(option: Option) -> str:
+    if option.shown_default is not None:
+        return option.shown_default
+    default = _DEFAULTS[option.name]
+    if default is None:
+        return "unset"
+    if isinstance(default, bool):
+        return "1" if default else "0"
+    return str(default)
+
+
+def _convert(option: Option, raw: str) -> Any:
+    """One raw value (flag or variable) as its setting's type, within its bounds; ValueError saying why not."""
+    kind = _kind(option.name)
+    text = raw.strip()
+    if kind == "path":
+        if not text:
+            raise ValueError("an empty path")
+        return Path(text)
+    if kind == "bool":
+        if text.lower() not in ("1", "true", "yes", "0", "false", "no"):
+            raise ValueError("not 1/0, true/false or yes/no")
+        return text.lower() in ("1", "true", "yes")
+    if kind == "str":
+        return text
+    try:
+        value: float = int(text, 10) if kind == "int" else float(text)
+    except ValueError:
+        raise ValueError(f"not {'an integer' if kind == 'int' else 'a number'}") from None
+    if not math.isfinite(value):
+        raise ValueError("not a finite number")
+    if option.minimum is not None and value < option.minimum:
+        raise ValueError(f"below the minimum of {option.minimum:g}")
+    if option.maximum is not None and value > option.maximum:
+        raise ValueError(f"above the maximum of {option.maximum:g}")
+    return value
+
+
+def _flag_name(option: Option) -> str:
+    return "--" + option.name.replace("_", "-")
 
 
 def parser() -> argparse.ArgumentParser:
-    """The command line of `python -m reference_server`."""
+    """The command line of `python -m reference_server`, generated from OPTIONS and the Settings defaults."""
+    others = "\n".join(f"  {name:<27} {meaning}" for name, meaning in OTHER_VARIABLES.items())
+    env_only = "\n".join(f"  {o.env:<27} {o.help} [default {_shown_default(o)}]" for o in OPTIONS if not o.flag)
     p = argparse.ArgumentParser(
         prog="python -m reference_server",
-        description="trainer-tinygrad reference server: training runs over REST and SSE, with evidence per run. "
-        "Each flag can also be set by the environment variable named in its help; the flag wins.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="trainer-tinygrad reference server: training runs over REST and SSE, with evidence per run.\n"
+        "Each flag can also be set by the environment variable named in its help; the flag wins, then the\n"
+        "variable, then the default.\n\n"
+        "  python -m reference_server [flags]                      serve\n"
+        "  python -m reference_server verify-evidence RUN_DIR...   check run folders against their manifests\n"
+        "                                                          (see: verify-evidence --help)",
+        epilog=f"environment only:\n{env_only}\n\nalso read:\n{others}",
     )
-    p.add_argument("--host", help="address to listen on [TRAINER_HOST, default 127.0.0.1]")
-    p.add_argument("--port", type=int, help="port; 0 picks a free one [TRAINER_PORT, default 8080]")
-    p.add_argument("--evidence-dir", type=Path, help="evidence root [TRAINER_EVIDENCE_DIR, default ./evidence]")
-    p.add_argument("--data-dir", type=Path, help="dataset cache [TRAINER_DATA_DIR, default ~/.cache/...]")
-    p.add_argument("--work-dir", type=Path, help="trainers' scratch space [TRAINER_WORK_DIR, default $TMPDIR/...]")
-    p.add_argument("--max-concurrent-runs", type=int, help="runs training at once [TRAINER_MAX_CONCURRENT_RUNS, 1]")
-    p.add_argument("--max-queued-runs", type=int, help="runs waiting beyond that; more get 429 [..._QUEUED_RUNS, 16]")
-    p.add_argument("--max-body-bytes", type=int, help="largest request body; more get 413 [..._BODY_BYTES, 65536]")
-    p.add_argument(
-        "--max-header-bytes", type=int, help="request line + headers; more get 431 [..._HEADER_BYTES, 32768]"
-    )
-    p.add_argument("--header-timeout-s", type=float, help="seconds to send the headers (and keep-alive idle) [..., 60]")
-    p.add_argument("--body-timeout-s", type=float, help="seconds to send the body [TRAINER_BODY_TIMEOUT_S, 60]")
-    p.add_argument("--max-sse-subscribers", type=int, help="event-stream clients at once [..., 500]")
-    p.add_argument("--heartbeat-s", type=float, help="seconds between SSE comment heartbeats [..., 5]")
-    p.add_argument("--cancel-grace-s", type=float, help="SIGTERM-to-SIGKILL grace for a trainer [..., 30]")
+    for option in OPTIONS:
+        if not option.flag:
+            continue
+
+        def convert(raw: str, option: Option = option) -> Any:
+            try:
+                return _convert(option, raw)
+            except ValueError as exc:
+                raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
+
+        p.add_argument(
+            _flag_name(option),
+            type=convert,
+            metavar=_kind(option.name).upper() if _kind(option.name) != "str" else "TEXT",
+            help=f"{option.help} [{option.env}, default {_shown_default(option)}]",
+        )
     return p
 
 
-def _flag(raw: str) -> bool:
-    if raw.lower() not in ("1", "true", "yes", "0", "false", "no"):
-        raise ValueError(raw)
-    return raw.lower() in ("1", "true", "yes")
-
-
-#: How an environment value becomes a setting (str when not listed).
-_CONVERT: dict[str, Callable[[str], object]] = {
-    "port": int,
-    "evidence_dir": Path,
-    "data_dir": Path,
-    "work_dir": Path,
-    "max_concurrent_runs": int,
-    "max_queued_runs": int,
-    "max_body_bytes": int,
-    "max_header_bytes": int,
-    "header_timeout_s": float,
-    "body_timeout_s": float,
-    "max_sse_subscribers": int,
-    "heartbeat_s": float,
-    "cancel_grace_s": float,
-    "protect_reads": _flag,
-}
-
-
-def _coerce(name: str, raw: str) -> object:
-    try:
-        return _CONVERT.get(name, str)(raw)
-    except ValueError as exc:
-        raise ConfigError(f"{ENV[name]}={raw!r} is not valid for {name}") from exc
-
-
 def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
-    """Settings from flags, then environment, then defaults; ConfigError when a value cannot work."""
+    """Settings from flags, then environment, then defaults; ConfigError naming the setting when a value cannot
+    work (argparse exits 2 itself for a bad flag)."""
     env = os.environ if env is None else env
     args = vars(parser().parse_args(argv))
-    values: dict[str, object] = {}
-    for name, var in ENV.items():
-        if args.get(name) is not None:
-            values[name] = args[name]
-        elif env.get(var):
-            values[name] = _coerce(name, env[var])
-    settings = Settings(**values)  # type: ignore[arg-type]
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        given = args.get(option.name) if option.flag else None
+        if given is not None:
+            values[option.name] = given
+        elif env.get(option.env, "").strip():
+            try:
+                values[option.name] = _convert(option, env[option.env])
+            except ValueError as exc:
+                raise ConfigError(f"{option.env}={env[option.env]!r} is not valid for {option.name}: {exc}") from None
+    settings = Settings(**values)
     _check(settings)
     return settings
 
 
 def _check(s: Settings) -> None:
-    if not 0 <= s.port <= 65535:
-        raise ConfigError(f"port {s.port} is out of range 0-65535")
-    for name in ("max_concurrent_runs", "max_queued_runs", "max_body_bytes", "max_sse_subscribers"):
-        if getattr(s, name) < 1:
-            raise ConfigError(f"{name} must be at least 1 (got {getattr(s, name)})")
-    if s.max_header_bytes < 1024:
-        raise ConfigError(f"max_header_bytes must be at least 1024 (got {s.max_header_bytes})")
-    if not (s.header_timeout_s > 0 and s.body_timeout_s > 0):
-        raise ConfigError("header_timeout_s and body_timeout_s must be positive")
-    if s.heartbeat_s <= 0 or s.cancel_grace_s <= 0:
-        raise ConfigError("heartbeat_s and cancel_grace_s must be positive")
     if s.api_token is not None and len(s.api_token) < 16:
         raise ConfigError("TRAINER_API_TOKEN must be at least 16 characters")
+    if s.protect_reads and not s.api_token:
+        raise ConfigError(
+            "TRAINER_PROTECT_READS=1 needs TRAINER_API_TOKEN: without a token nothing could read, so the server "
+            "refuses to start rather than leave reads open"
+        )
+    if s.log_level.upper() not in LOG_LEVELS:
+        raise ConfigError(f"TRAINER_LOG_LEVEL={s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+
+
+def log_level(settings: Settings) -> int:
+    """The logging level the settings name."""
+    level: int = logging.getLevelNamesMapping()[settings.log_level.upper()]
+    return level
+
+
+#: The environment variable of each setting.
+ENV: dict[str, str] = {o.name: o.env for o in OPTIONS}

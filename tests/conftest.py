@@ -1,15 +1,20 @@
 """Fixtures shared by every test folder: the real Fashion-MNIST in a temporary verified cache, and real servers.
 
-server_harness.py sits beside this file so that any test module can import it."""
+server_harness.py sits beside this file so that any test module can import it. It is imported only by the fixtures
+that start servers: the training function's own tests (tests/trainer, tests/datasets) run with the function
+installed alone, without the server."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from server_harness import ServerFactory, ServerProcess
 from trainer_tinygrad.datasets import DatasetCache
+
+if TYPE_CHECKING:
+    from server_harness import ServerFactory, ServerProcess
 
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -25,6 +30,8 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _factory(root: Path, data_dir: Path, started: list[ServerProcess]) -> ServerFactory:
+    from server_harness import ServerProcess
+
     def make(
         evidence_dir: Path | None = None,
         extra_args: list[str] | None = None,

@@ -192,12 +192,17 @@ def read_sse(
     client: httpx.Client,
     params: dict[str, str],
     headers: dict[str, str] | None = None,
+    *,
     seconds: float | None = None,
     stop: Callable[[SseEvent], bool] | None = None,
+    on_open: Callable[[], None] | None = None,
 ) -> tuple[httpx.Response, SseStream]:
-    """Open the event stream and read it to its end (or for `seconds`, or until `stop`)."""
+    """Open the event stream and read it to its end (or for `seconds`, or until `stop`); `on_open` is called once
+    the answer's headers are in."""
     stream = SseStream()
     with client.stream("GET", "/api/events/training", params=params, headers=headers or {}) as response:
+        if on_open is not None:
+            on_open()
         if response.status_code != 200:
             response.read()
             return response, stream

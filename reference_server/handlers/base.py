@@ -3,19 +3,25 @@ every failure into RFC 9457 problem+json."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hmac
 import json
 import logging
 import math
+import os
 import re
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tornado.httputil import HTTPServerRequest
+from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
+from trainer_tinygrad.files import sha256_fd
 
 from ..errors import (
     BY_STATUS,
@@ -39,19 +45,27 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{8,128}$")
 JSON_TYPE = "application/json; charset=utf-8"
 PROBLEM_TYPE = "application/problem+json; charset=utf-8"
 _CHUNK = 64 * 1024
+#: Kernel send buffers of long responses. Loopback and LAN sockets autotune theirs up to 4 MiB, which would let a
+#: client that never reads park megabytes in the kernel before the write deadline could notice it; capped, a stalled
+#: client blocks our flush after a few hundred KiB and is dropped. Event streams carry small events; downloads get
+#: more room (512 KiB in flight: 10 MB/s at a 50 ms round trip).
+STREAM_SEND_BUFFER = 64 * 1024
+DOWNLOAD_SEND_BUFFER = 256 * 1024
 _MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HANDLED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass(frozen=True)
 class Policy:
-    """What every request is held to: identity headers, body limit, optional bearer token."""
+    """What every request is held to: identity headers, size limits, optional bearer token, and how long a client
+    may leave sent data unread (from Settings, where the defaults live)."""
 
     commit: str
-    max_body_bytes: int = 64 * 1024
-    max_header_bytes: int = 32 * 1024
-    api_token: str | None = None
-    protect_reads: bool = False
+    max_body_bytes: int
+    max_header_bytes: int
+    api_token: str | None
+    protect_reads: bool
+    write_timeout_s: float
 
 
 def _reject_constant(name: str) -> Any:
@@ -175,11 +189,11 @@ class BaseHandler(RequestHandler):
 
     # ----- JSON in -----
     def json_body(self, schema: str, contract: Contract) -> dict[str, Any]:
-        """The request body as a JSON object valid against `schema`; an empty body is `{}`.
+        """The request body as a JSON object valid against `schema`; no body at all is `{}` (blank space is not JSON).
 
         400 for bytes that are not JSON, 415 for a body that does not say it is JSON, 422 naming each field that
         breaks the schema."""
-        if not self.request.body.strip():
+        if not self.request.body:
             return {}
         value = self.parse_json_body()
         errors = contract.errors(schema, value)
@@ -216,7 +230,8 @@ class BaseHandler(RequestHandler):
         raw = self.get_query_argument(name, None)
         if raw is None:
             return default
-        if not re.fullmatch(r"-?\d{1,18}", raw.strip()) or not low <= int(raw) <= high:
+        # [0-9], not \\d: a full-width five is a digit to `re` and to int(), and no client means it as one.
+        if not re.fullmatch(r"-?[0-9]{1,18}", raw.strip()) or not low <= int(raw) <= high:
             raise InvalidParameter(f"query parameter {name}={raw!r} must be an integer from {low} to {high}")
         return int(raw)
 
@@ -227,20 +242,68 @@ class BaseHandler(RequestHandler):
         self.set_header("Content-Type", JSON_TYPE)
         self.finish(json.dumps(document, allow_nan=False, separators=(",", ":")))
 
-    async def send_file(self, path: Path, sha256: str, content_type: str, download_name: str | None = None) -> None:
-        """Stream an immutable file in chunks, with Digest (RFC 3230, base64) and X-Checksum-SHA256 (hex)."""
-        self.set_header("Content-Type", content_type)
-        self.set_header("X-Checksum-SHA256", sha256)
-        self.set_header("Digest", "sha-256=" + base64.b64encode(bytes.fromhex(sha256)).decode())
-        self.set_header("Content-Length", str(path.stat().st_size))
-        if download_name:
-            self.set_header("Content-Disposition", f'attachment; filename="{download_name}"')
-        if self.request.method == "HEAD":
-            return
+    def limit_send_buffer(self, size: int) -> None:
+        """Cap this connection's kernel send buffer (see STREAM_SEND_BUFFER)."""
+        stream = getattr(self.request.connection, "stream", None)
+        sock = getattr(stream, "socket", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, size)
+
+    async def flush_or_drop(self) -> bool:
+        """Flush what was written; False when the client is gone, or has left sent data unread for longer than the
+        write deadline: then its connection is closed, freeing its slot and file descriptor."""
+        try:
+            await asyncio.wait_for(self.flush(), self.policy.write_timeout_s)
+        except StreamClosedError:
+            return False
+        except TimeoutError:
+            log.info(
+                "%s %s: the client left data unread for %.0f s; dropped",
+                self.request.method,
+                self.request.path,
+                self.policy.write_timeout_s,
+            )
+            stream = getattr(self.request.connection, "stream", None)
+            if stream is not None:
+                stream.close()
+            return False
+        return True
+
+    async def send_file(
+        self, path: Path, content_type: str, sha256: str | None = None, download_name: str | None = None
+    ) -> None:
+        """Stream a file in chunks, with Digest (RFC 3230, base64) and X-Checksum-SHA256 (hex) of the bytes sent.
+
+        The file is opened once and its size read then: a file that only grows (metrics.jsonl while its run trains)
+        is sent and hashed up to that size, so the digest always matches the body. Without a known `sha256` the
+        snapshot is hashed first, off the event loop. Memory per download is one chunk, whatever the file's size."""
         with path.open("rb") as handle:
-            while chunk := handle.read(_CHUNK):
+            size = os.fstat(handle.fileno()).st_size
+            if sha256 is None:
+                digest, _ = await asyncio.get_running_loop().run_in_executor(
+                    None, sha256_fd, handle.fileno(), size, _CHUNK
+                )
+            else:
+                digest = sha256
+            self.set_header("Content-Type", content_type)
+            self.set_header("X-Checksum-SHA256", digest)
+            self.set_header("Digest", "sha-256=" + base64.b64encode(bytes.fromhex(digest)).decode())
+            self.set_header("Content-Length", str(size))
+            if download_name:
+                self.set_header("Content-Disposition", f'attachment; filename="{download_name}"')
+            if self.request.method == "HEAD":
+                return
+            self.limit_send_buffer(DOWNLOAD_SEND_BUFFER)
+            sent = 0
+            while sent < size:
+                chunk = os.pread(handle.fileno(), min(_CHUNK, size - sent), sent)
+                if not chunk:
+                    break  # the file shrank under us: the connection ends short and the client sees it
+                sent += len(chunk)
                 self.write(chunk)
-                await self.flush()
+                if not await self.flush_or_drop():
+                    return
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error as problem+json (schemas/problem.schema.json)."""

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import hashlib
 import mimetypes
 from typing import Any
 
+from .. import routes
 from ..errors import (
     CheckpointNotFound,
     EvidenceFileNotFound,
@@ -16,8 +14,9 @@ from ..errors import (
     RunNotFound,
     ValidationFailed,
 )
-from ..evidence import RUN_ID_PATTERN, EvidenceStore
-from ..runs import RunManager, RunStatus
+from ..evidence import EvidenceStore
+from ..lifecycle import RUN_ID_PATTERN, Run, RunStatus
+from ..runs import RunManager
 from ..schemas import Contract
 from .base import BaseHandler
 
@@ -31,7 +30,7 @@ class RunHandlerBase(BaseHandler):
         self.contract = contract
         self.store = store
 
-    def find(self, run_id: str) -> Any:
+    def find(self, run_id: str) -> Run:
         """The run, or 404 (a malformed id is simply unknown)."""
         if not RUN_ID_PATTERN.match(run_id):
             raise RunNotFound(f"{run_id!r} is not a run id (ids look like run-0123456789abcdef0123)")
@@ -44,8 +43,24 @@ class RunsHandler(RunHandlerBase):
     query_parameters = frozenset({"limit", "cursor", "status"})
 
     async def post(self) -> None:
-        """Start a run (or return the one its idempotency_key already started)."""
+        """Start a run (or return the one its idempotency key already started). The key may come as the
+        `Idempotency-Key` header or the body's `idempotency_key`; both may be given only when they agree."""
         body = self.json_body("run-create-request.schema.json", self.contract)
+        header = self.request.headers.get("Idempotency-Key")
+        if header is not None:
+            key = header.strip()
+            refused = self.contract.errors("run-create-request.schema.json", {"idempotency_key": key})
+            if refused:
+                raise ValidationFailed(
+                    f"the Idempotency-Key header is not a valid idempotency key: {refused[0].message}",
+                    errors=[{"field": "Idempotency-Key", "message": refused[0].message}],
+                )
+            if body.get("idempotency_key", key) != key:
+                raise ValidationFailed(
+                    "the Idempotency-Key header and the body's idempotency_key differ; send one, or the same in both",
+                    errors=[{"field": "idempotency_key", "message": "differs from the Idempotency-Key header"}],
+                )
+            body["idempotency_key"] = key
         run, created = await self.manager.create(body)
         self.set_header("Location", run.links()["self"])
         if not created:
@@ -61,7 +76,10 @@ class RunsHandler(RunHandlerBase):
         if status is not None and status not in {str(s) for s in RunStatus}:
             raise InvalidParameter(f"status={status!r} is not one of {', '.join(str(s) for s in RunStatus)}")
         runs, next_cursor = self.manager.page(limit, cursor, status)
-        self.write_json({"runs": [r.to_json() for r in runs], "next_cursor": next_cursor})
+        listing: dict[str, Any] = {"runs": [r.to_json() for r in runs], "next_cursor": next_cursor}
+        if self.manager.damaged:
+            listing["damaged"] = [{"run_id": k, "problem": v} for k, v in sorted(self.manager.damaged.items())]
+        self.write_json(listing)
 
 
 class RunHandler(RunHandlerBase):
@@ -104,7 +122,7 @@ class ResumeHandler(RunHandlerBase):
         queued again; 409 when the run is not interrupted or failed or has no checkpoint."""
         self.find(run_id)
         # No options: a resume continues the recorded config exactly, or it would not be the same run.
-        if self.request.body.strip() and self.parse_json_body() != {}:
+        if self.request.body and self.parse_json_body() != {}:
             raise ValidationFailed(
                 "resume takes no options (send no body, or {})", errors=[{"field": "(body)", "message": "not {}"}]
             )
@@ -135,7 +153,7 @@ class CheckpointFileHandler(RunHandlerBase):
             path = self.store.file(run_id, f"checkpoints/{name}")
         except FileNotFoundError as exc:
             raise CheckpointNotFound(f"checkpoint {name} of run {run_id} is missing from the evidence") from exc
-        await self.send_file(path, record["sha256"], "application/octet-stream", name)
+        await self.send_file(path, "application/octet-stream", record["sha256"], name)
 
 
 class EvidenceHandler(RunHandlerBase):
@@ -165,20 +183,16 @@ class EvidenceFileHandler(RunHandlerBase):
     """GET /api/training/runs/{run_id}/evidence/{file}."""
 
     async def get(self, run_id: str, file: str) -> None:
-        """One evidence file by its manifest path (config.json, metrics.jsonl, checkpoints/<name>, ...)."""
-        run = self.find(run_id)
+        """One evidence file by its manifest path (config.json, metrics.jsonl, checkpoints/<name>, ...), streamed.
+        The files of a run whose evidence cannot be trusted stay downloadable, so someone can inspect them."""
+        if not RUN_ID_PATTERN.match(run_id) or run_id not in self.manager.damaged:
+            self.find(run_id)
         try:
-            path = self.store.file(run.run_id, file)
+            path = self.store.file(run_id, file)
         except FileNotFoundError as exc:
             raise EvidenceFileNotFound(
-                f"run {run_id} has no evidence file {file!r}; the manifest lists them: {run.links()['evidence']}"
+                f"run {run_id} has no evidence file {file!r}; the manifest lists them: "
+                f"{routes.url('run_evidence', run_id=run_id)}"
             ) from exc
-        # Read whole: metrics.jsonl may grow while it is sent, and the digest must match the bytes sent.
-        data = await asyncio.get_running_loop().run_in_executor(None, path.read_bytes)
         content_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        sha = hashlib.sha256(data).hexdigest()
-        self.set_header("Content-Type", content_type)
-        self.set_header("X-Checksum-SHA256", sha)
-        self.set_header("Digest", "sha-256=" + base64.b64encode(bytes.fromhex(sha)).decode())
-        self.set_header("Content-Length", str(len(data)))
-        self.finish(data if self.request.method != "HEAD" else None)
+        await self.send_file(path, content_type)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import hashlib
 import re
-from pathlib import Path
 from typing import Any
 
 from ..datasets import DatasetCatalog
@@ -98,13 +95,4 @@ class DatasetFileHandler(BaseHandler):
         if not _NAME.match(name) or not _NAME.match(file):
             raise DatasetFileNotFound(f"no dataset file {name}/{file}")
         path = await self.catalog.file_path(name, file)
-        digest = await asyncio.get_running_loop().run_in_executor(None, _sha256, path)
-        await self.send_file(path, digest, "application/octet-stream", file)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
+        await self.send_file(path, "application/octet-stream", download_name=file)

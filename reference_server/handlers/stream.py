@@ -3,25 +3,33 @@
 Per run: the run's log from the start (or after Last-Event-ID), then live events, then `end` and the stream closes.
 Without run_id: every run's events, live only, with ids `<run_id>:<id>`. A comment line goes out every
 `heartbeat_s` so proxies keep the connection; comments are not events. No compression on the stream.
+
+A replay goes out in batches, each flushed before the next is written, so a stream holds at most one batch beyond
+what the socket holds; a client that leaves a batch unread past the write deadline is dropped (its slot and file
+descriptor freed). At shutdown a stream ends only once the log is closed, which happens after every run has
+published its last event: a subscriber gets each run's `end` before the server goes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+from collections.abc import Iterator
 from typing import Any
 
 from tornado.ioloop import IOLoop
-from tornado.iostream import StreamClosedError
 from tornado.locks import Condition
 
 from ..errors import InvalidLastEventId, InvalidParameter, RunNotFound
 from ..events import EventLog, RunEvents
-from ..evidence import RUN_ID_PATTERN
+from ..lifecycle import RUN_ID_PATTERN
 from ..runs import RunManager
-from .base import BaseHandler
+from .base import STREAM_SEND_BUFFER, BaseHandler
 
-_LAST_ID = re.compile(r"^(?:(?P<run>[A-Za-z0-9][A-Za-z0-9_-]{7,63}):)?(?P<id>\d{1,18})$")
+_LAST_ID = re.compile(rf"^(?:(?P<run>{RUN_ID_PATTERN.pattern.strip('^$')}):)?(?P<id>[0-9]{{1,18}})$")
+#: Events per write while replaying: bounds what one stream buffers.
+REPLAY_BATCH = 256
 
 
 def sse_frame(event: dict[str, Any], sse_id: str) -> str:
@@ -35,12 +43,15 @@ class EventStreamHandler(BaseHandler):
 
     query_parameters = frozenset({"run_id", "last_event_id"})
 
-    def initialize(self, manager: RunManager, events: EventLog, heartbeat_s: float, retry_ms: int) -> None:
-        """Dependencies from the route table."""
+    def initialize(
+        self, manager: RunManager, events: EventLog, heartbeat_s: float, retry_ms: int, streams: set[BaseHandler]
+    ) -> None:
+        """Dependencies from the route table; `streams` is the service's set of open streams (for shutdown)."""
         self.manager = manager
         self.events = events
         self.heartbeat_s = heartbeat_s
         self.retry_ms = retry_ms
+        self.streams = streams
         self._gone = False
         self._waiting_on: Condition | None = None
 
@@ -57,22 +68,31 @@ class EventStreamHandler(BaseHandler):
             if self.request.method == "HEAD":
                 self._open()
                 return
-            with self.events.subscription():
+            with self.events.subscription(), self._tracked():
                 self._open()
                 await self._follow_feed()
             return
         if not RUN_ID_PATTERN.match(run_id):
             raise InvalidParameter(f"run_id={run_id!r} is not a run id")
+        self.manager.get(run_id)  # 404 for an unknown run, 409 for one whose evidence cannot be trusted
         log = self.events.get(run_id)
-        if log is None or run_id not in self.manager.runs:
+        if log is None:
             raise RunNotFound(f"no run with id {run_id!r}")
         cursor = self._cursor(run_id, log)
         if self.request.method == "HEAD":
             self._open()
             return
-        with self.events.subscription():
+        with self.events.subscription(), self._tracked():
             self._open()
             await self._follow_run(log, cursor)
+
+    @contextlib.contextmanager
+    def _tracked(self) -> Iterator[None]:
+        self.streams.add(self)
+        try:
+            yield
+        finally:
+            self.streams.discard(self)
 
     def _cursor(self, run_id: str, log: RunEvents) -> int:
         """Where the replay starts. `Last-Event-ID` wins over `?last_event_id=`, but each one given must be valid;
@@ -96,15 +116,14 @@ class EventStreamHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Accel-Buffering", "no")
         if self.request.method != "HEAD":
+            self.limit_send_buffer(STREAM_SEND_BUFFER)
             self.write(f": trainer-tinygrad events\nretry: {self.retry_ms}\n\n")
 
     async def _send(self, text: str) -> bool:
         if self._gone:
             return False
         self.write(text)
-        try:
-            await self.flush()
-        except StreamClosedError:
+        if not await self.flush_or_drop():
             self._gone = True
             return False
         return True
@@ -113,14 +132,14 @@ class EventStreamHandler(BaseHandler):
         if not await self._send(""):
             return
         while not self._gone:
-            batch = log.after(cursor)
+            batch = log.after(cursor, REPLAY_BATCH)
             if batch:
                 text = "".join(sse_frame(e, str(e["id"])) for e in batch)
                 cursor = batch[-1]["id"]
                 if not await self._send(text):
                     return
                 continue
-            if log.ended or self.manager.stopping:
+            if log.ended or self.events.closed:
                 break
             await self._wait_or_heartbeat(log.condition)
         self._close()
@@ -129,14 +148,16 @@ class EventStreamHandler(BaseHandler):
         cursor = self.events.feed_cursor
         if not await self._send(""):
             return
-        while not self._gone and not self.manager.stopping:
-            batch = self.events.feed_after(cursor)
+        while not self._gone:
+            batch = self.events.feed_after(cursor)[:REPLAY_BATCH]
             if batch:
                 cursor = batch[-1][0]
                 text = "".join(sse_frame(e, f"{e['run_id']}:{e['id']}") for _, e in batch)
                 if not await self._send(text):
                     return
                 continue
+            if self.events.closed:
+                break
             await self._wait_or_heartbeat(self.events.feed_condition)
         self._close()
 

@@ -84,6 +84,6 @@ def test_the_public_names_are_exported():
 
 
 def test_the_manifest_file_is_where_pyproject_force_includes_it():
-    text = (REPO / "pyproject.toml").read_text()
-    assert '"functions/trainer-tinygrad/datasets/checksums.json" = "trainer_tinygrad/_data/checksums.json"' in text
+    text = (REPO / "functions" / "trainer-tinygrad" / "pyproject.toml").read_text()
+    assert '"datasets/checksums.json" = "trainer_tinygrad/_data/checksums.json"' in text
     assert Path(manifest_module.MANIFEST_CANDIDATES[1]).parts[-3:] == ("trainer_tinygrad", "_data", "checksums.json")

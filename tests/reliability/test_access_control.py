@@ -72,3 +72,12 @@ def test_the_event_stream_needs_the_token_and_opens_with_it(guarded: ServerProce
 def test_the_token_never_reaches_the_log(guarded: ServerProcess) -> None:
     log = guarded.log()
     assert TOKEN not in log and TOKEN[::-1] not in log and "access_token" not in log
+
+
+def test_readiness_names_no_path_of_this_machine(guarded: ServerProcess) -> None:
+    with guarded.client() as client:
+        ready = client.get("/readyz")
+    assert ready.status_code in (200, 503) and ready.json()["checks"]
+    for folder in (guarded.evidence_dir, guarded.data_dir, guarded.work_dir):
+        assert str(folder) not in ready.text and str(folder.resolve()) not in ready.text
+    assert not re.search(r"(?<![\w.])/(?:tmp|root|home|usr|var)/", ready.text), ready.text

@@ -38,6 +38,7 @@ class Case:
     code: str
     body: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    blames: str | None = None  # the field a 422's errors[] must name
 
     def __str__(self) -> str:
         return self.name
@@ -57,6 +58,7 @@ INVALID = "validation_failed"
 CASES = [
     # malformed JSON: 400
     post("truncated-object", '{"steps": 10', 400, BAD),
+    post("blank-body", " \n", 400, BAD),
     post("trailing-comma", '{"steps": 10,}', 400, BAD),
     post("single-quotes", "{'steps': 10}", 400, BAD),
     post("form-encoded-as-json", "steps=10&model=mlp", 400, BAD),
@@ -101,6 +103,24 @@ CASES = [
     post("steps-and-epochs", '{"steps": 10, "epochs": 1}', 422, INVALID),
     post("empty-idempotency-key", '{"idempotency_key": ""}', 422, INVALID),
     post("idempotency-key-with-space", '{"idempotency_key": "a b"}', 422, INVALID),
+    # integers that are floats, and limits that apply after defaults are resolved
+    Case("steps-integral-float", "POST", RUNS, 422, INVALID, b'{"steps": 50.0}', JSON, "steps"),
+    Case("seed-integral-float", "POST", RUNS, 422, INVALID, b'{"seed": 1.0}', JSON, "seed"),
+    Case(
+        "epochs-past-the-step-maximum", "POST", RUNS, 422, INVALID, b'{"epochs": 1000, "batch_size": 1}', JSON, "epochs"
+    ),
+    # the Idempotency-Key header: valid like the body field, and never in disagreement with it
+    Case(
+        "idempotency-header-and-body-differ",
+        "POST",
+        RUNS,
+        422,
+        INVALID,
+        b'{"idempotency_key": "one-key"}',
+        JSON | {"Idempotency-Key": "another-key"},
+        "idempotency_key",
+    ),
+    Case("idempotency-header-with-space", "POST", RUNS, 422, INVALID, b"{}", JSON | {"Idempotency-Key": "a b"}),
     # unknown dataset or model
     post("unknown-dataset", '{"dataset": "imagenet"}', 422, INVALID),
     post("unknown-model", '{"model": "resnet50"}', 422, INVALID),
@@ -225,6 +245,8 @@ CASES = [
     get("limit-zero", RUNS + "?limit=0", 400, "invalid_parameter"),
     get("limit-word", RUNS + "?limit=abc", 400, "invalid_parameter"),
     get("limit-over-100", RUNS + "?limit=101", 400, "invalid_parameter"),
+    get("limit-full-width-digit", RUNS + "?limit=%EF%BC%95", 400, "invalid_parameter"),
+    get("after-step-arabic-indic-digit", RUN + "/metrics?after_step=%D9%A5", 400, "invalid_parameter"),
     get("cursor-bogus", RUNS + "?cursor=run-ffffffffffffffffffff", 400, "invalid_parameter"),
     get("status-unknown", RUNS + "?status=exploded", 400, "invalid_parameter"),
     get("after-step-negative", RUN + "/metrics?after_step=-1", 400, "invalid_parameter"),
@@ -326,6 +348,8 @@ def test_bad_input_gets_its_documented_problem(case: Case, target: tuple[ServerP
         assert answer.headers.get("Allow") is not None
     if case.status == 422:
         assert problem["errors"] and all(e["field"] for e in problem["errors"])
+        if case.blames:
+            assert case.blames in {e["field"] for e in problem["errors"]}, problem
     # The server keeps serving, and nothing under the evidence directory changed.
     assert send(server, "GET", "/healthz", None, {}).status == 200
     assert evidence_digest(evidence) == before

@@ -191,5 +191,5 @@ def test_timeouts_that_cannot_work_refuse_to_start(env: dict[str, str]) -> None:
 
 
 def test_the_server_refuses_bad_limits_at_start(server_factory: ServerFactory) -> None:
-    with pytest.raises(RuntimeError, match="header_timeout_s"):
+    with pytest.raises(RuntimeError, match="--header-timeout-s"):
         server_factory(extra_args=["--header-timeout-s", "0"], wait_ready=False)

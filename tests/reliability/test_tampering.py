@@ -18,7 +18,7 @@ import pytest
 from server_harness import ServerProcess, check_json, check_problem, start_run, wait_for
 from trainer_tinygrad.datasets import DatasetCache
 
-from reference_server.audit import main as verify_evidence
+from reference_server.evidence.audit import main as verify_evidence
 
 pytestmark = pytest.mark.xdist_group("reliability-tampering")
 

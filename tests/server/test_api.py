@@ -303,6 +303,21 @@ def test_idempotency_key_returns_the_same_run(client: httpx.Client, server: Serv
     wait_for(client, first.json()["run_id"], {"succeeded"})
 
 
+def test_the_idempotency_key_header_works_like_the_body_field(client: httpx.Client) -> None:
+    body = {"steps": 20, "log_every": 10, "eval_samples": 100}
+    header = {"Idempotency-Key": "header-key-0001"}
+    answers = [client.post("/api/training/runs", json=body, headers=header) for _ in range(5)]
+    assert {a.status_code for a in answers} == {200} and len({a.json()["run_id"] for a in answers}) == 1
+    assert [a.headers.get("Idempotent-Replayed") for a in answers] == [None, "true", "true", "true", "true"]
+    run = answers[0].json()
+    assert run["idempotency_key"] == "header-key-0001"
+    # The same key in both places is one key; the body alone finds the run the header started.
+    both = client.post("/api/training/runs", json=body | {"idempotency_key": "header-key-0001"}, headers=header)
+    alone = client.post("/api/training/runs", json=body | {"idempotency_key": "header-key-0001"})
+    assert both.json()["run_id"] == alone.json()["run_id"] == run["run_id"]
+    wait_for(client, run["run_id"], {"succeeded"})
+
+
 # ----- errors -----
 BAD_BODIES: list[tuple[str, bytes, str, int, str | None]] = [
     ("malformed json", b'{"steps": ', "application/json", 400, None),
@@ -389,7 +404,7 @@ def test_health_and_readiness(client: httpx.Client) -> None:
     assert health["status"] == "ok" and health["mocks"] is False and health["phase"] == "stage1"
     ready = check_json(client.get("/readyz"), "health.schema.json")
     assert ready["status"] == "ready" and all(c["ok"] for c in ready["checks"].values())
-    assert set(ready["checks"]) == {"evidence_dir", "device", "datasets"}
+    assert set(ready["checks"]) == {"evidence_dir", "disk_space", "device", "datasets"}
     assert "fashion-mnist" in ready["checks"]["datasets"]["detail"]
 
 

@@ -41,16 +41,23 @@ def _provenance() -> dict[str, Any]:
     }
 
 
+def _event(i: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
+    return {"id": i, "run_id": RUN, "type": type_, "time": NOW, "data": data}
+
+
+QUEUED = _event(1, "status", {"status": "queued"})
+
+
 @pytest.fixture
 def store(tmp_path: Path) -> EvidenceStore:
     store = EvidenceStore(tmp_path / "evidence", CONTRACT)
     store.prepare()
-    store.create_run(RUN, _config(), _provenance())
+    store.create_run(RUN, _config(), _provenance(), QUEUED)
     return store
 
 
-def _event(i: int, type_: str, data: dict[str, Any]) -> dict[str, Any]:
-    return {"id": i, "run_id": RUN, "type": type_, "time": NOW, "data": data}
+def _opener(path: Path) -> Any:
+    return lambda: path.open("rb")
 
 
 def _checkpoint(path: Path) -> tuple[str, int]:
@@ -66,12 +73,11 @@ def test_an_invalid_document_is_never_written(tmp_path: Path) -> None:
     store.prepare()
     bad = _provenance() | {"mocks_disabled": "0"}
     with pytest.raises(ContractViolation, match="mocks_disabled"):
-        store.create_run(RUN, _config(), bad)
+        store.create_run(RUN, _config(), bad, QUEUED)
     assert not (tmp_path / "evidence" / "training" / RUN).exists()
 
 
 def test_an_invalid_event_is_not_appended(store: EvidenceStore) -> None:
-    store.append_event(RUN, _event(1, "status", {"status": "queued"}))
     with pytest.raises(ContractViolation):
         store.append_event(RUN, _event(2, "metric", {"step": 1, "loss": 0.5, "accuracy": 1.5}))
     store.close()
@@ -91,20 +97,19 @@ def test_a_checkpoint_is_adopted_only_when_its_hash_matches(store: EvidenceStore
     source = tmp_path / "step-000005.safetensors"
     sha, size = _checkpoint(source)
     with pytest.raises(CheckpointRejected, match="sha256"):
-        store.adopt_checkpoint(RUN, source, source.name, "0" * 64, size)
+        store.adopt_checkpoint(RUN, source.name, "0" * 64, size, _opener(source))
     folder = store.run_dir(RUN) / "checkpoints"
     assert list(folder.iterdir()) == []  # no half-adopted or temporary file left
-    adopted = store.adopt_checkpoint(RUN, source, source.name, sha, size)
+    adopted = store.adopt_checkpoint(RUN, source.name, sha, size, _opener(source))
     assert adopted.read_bytes() == source.read_bytes()
     with pytest.raises(CheckpointRejected):
-        store.adopt_checkpoint(RUN, source, "../escape.safetensors", sha, size)
+        store.adopt_checkpoint(RUN, "../escape.safetensors", sha, size, _opener(source))
 
 
 def test_the_manifest_lists_every_file_with_its_hash(store: EvidenceStore, tmp_path: Path) -> None:
     source = tmp_path / "step-000005.safetensors"
     sha, size = _checkpoint(source)
-    store.adopt_checkpoint(RUN, source, source.name, sha, size)
-    store.append_event(RUN, _event(1, "status", {"status": "queued"}))
+    store.adopt_checkpoint(RUN, source.name, sha, size, _opener(source))
     store.append_event(RUN, _event(2, "end", {"status": "cancelled", "error": None}))
     manifest = store.write_manifest(RUN, "cancelled", NOW)
     folder = store.run_dir(RUN)
@@ -116,18 +121,22 @@ def test_the_manifest_lists_every_file_with_its_hash(store: EvidenceStore, tmp_p
         assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["bytes"])
 
 
-def test_a_torn_last_line_is_reported_and_cut_off(store: EvidenceStore) -> None:
-    store.append_event(RUN, _event(1, "status", {"status": "queued"}))
+def test_a_torn_last_line_is_reported_then_cut_off_and_the_cut_recorded(store: EvidenceStore) -> None:
     store.close()
     log = store.run_dir(RUN) / "metrics.jsonl"
+    whole = log.read_bytes()
+    torn = b'{"id": 2, "run_id": "run-01'  # a write cut short by a power failure
     with log.open("ab") as handle:
-        handle.write(b'{"id": 2, "run_id": "run-01')  # a write cut short by a power failure
+        handle.write(torn)
     stored = store.read_run(RUN)
-    assert stored.torn_tail and [e["id"] for e in stored.events] == [1]
-    store.repair_log(RUN, stored.events)
-    assert log.read_bytes().count(b"\n") == 1 and not store.read_run(RUN).torn_tail
+    assert stored.torn_tail == torn and [e["id"] for e in stored.events] == [1] and stored.log_bytes == len(whole)
+    store.cut_torn_tail(RUN, stored.log_bytes, stored.torn_tail)
+    assert log.read_bytes() == whole and not store.read_run(RUN).torn_tail
+    (repair,) = [json.loads(line) for line in (store.run_dir(RUN) / "repairs.jsonl").read_text().splitlines()]
+    assert not CONTRACT.errors("evidence-repair.schema.json", repair)
+    assert repair["cut_sha256"] == hashlib.sha256(torn).hexdigest() and repair["kept_bytes"] == len(whole)
 
 
 def test_no_temporary_files_survive_writes(store: EvidenceStore) -> None:
     store.write_config(RUN, _config() | {"device": "CPU"})
-    assert [p.name for p in store.run_dir(RUN).iterdir() if p.name.startswith(".")] == []
+    assert [p.name for p in store.run_dir(RUN).iterdir() if p.name.startswith(".")] == [".reserve"]

@@ -7,7 +7,15 @@ import re
 import pytest
 from server_harness import CONTRACT
 
-from reference_server.runs import TERMINAL, TRANSITIONS, InvalidTransition, Run, RunStatus, check_transition, new_run_id
+from reference_server.lifecycle import (
+    TERMINAL,
+    TRANSITIONS,
+    InvalidTransition,
+    Run,
+    RunStatus,
+    check_transition,
+    new_run_id,
+)
 
 
 def test_every_state_is_in_the_table_and_the_schema() -> None:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from server_harness import REPO, ServerFactory
 
-from reference_server.settings import ConfigError, load
+from reference_server.provenance import ServiceProvenance
+from reference_server.settings import OPTIONS, OTHER_VARIABLES, ConfigError, Settings, load, parser
 
 
 def _run(args: list[str], env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -36,9 +39,62 @@ def test_starts_when_mocks_disabled_is_absent(server_factory: ServerFactory) -> 
 
 def test_bad_configuration_exits_with_a_message(tmp_path: Path) -> None:
     done = _run(["--max-concurrent-runs", "0"], {"MOCKS_DISABLED": "1"}, tmp_path)
-    assert done.returncode == 2 and "max_concurrent_runs" in done.stderr
+    assert done.returncode == 2 and "--max-concurrent-runs" in done.stderr and "Traceback" not in done.stderr
     done = _run([], {"MOCKS_DISABLED": "1", "TRAINER_COMMIT": "not-a-commit"}, tmp_path)
     assert done.returncode == 2 and "TRAINER_COMMIT" in done.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("TRAINER_SSE_HEARTBEAT_S", "nan"),
+        ("TRAINER_CANCEL_GRACE_S", "nan"),
+        ("TRAINER_HEADER_TIMEOUT_S", "inf"),
+        ("TRAINER_WRITE_TIMEOUT_S", "-1"),
+        ("TRAINER_MAX_BODY_BYTES", "0"),
+        ("TRAINER_MAX_SSE_SUBSCRIBERS", "1e3"),
+        ("TRAINER_NICE", "20"),
+        ("TRAINER_LOG_LEVEL", "verbose"),
+        ("TRAINER_PROTECT_READS", "maybe"),
+    ],
+)
+def test_every_bad_setting_exits_2_naming_it_without_a_traceback(variable: str, value: str, tmp_path: Path) -> None:
+    done = _run([], {"MOCKS_DISABLED": "1", variable: value}, tmp_path)
+    assert done.returncode == 2 and variable in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not (tmp_path / "ev").exists()
+
+
+def test_protected_reads_without_a_token_refuse_to_start(tmp_path: Path) -> None:
+    done = _run([], {"MOCKS_DISABLED": "1", "TRAINER_PROTECT_READS": "1"}, tmp_path)
+    assert done.returncode == 2 and "TRAINER_API_TOKEN" in done.stderr
+
+
+def test_a_commit_id_is_accepted_in_either_case() -> None:
+    upper = ServiceProvenance.detect({"TRAINER_COMMIT": "ABCDEF0123456789"})
+    assert upper.commit == "abcdef0123456789"
+
+
+def test_help_and_the_readme_name_every_setting_with_its_one_default() -> None:
+    text = parser().format_help()
+    readme = (REPO / "README.md").read_text()
+    rows = {
+        cells[1].strip("` "): cells
+        for line in readme.splitlines()
+        if line.startswith("| ") and len(cells := [c.strip() for c in line.strip("|").split("|")]) == 4
+    }
+    for option in OPTIONS:
+        assert option.env in text, option.env
+        assert option.env in rows, f"README's configuration table lacks {option.env}"
+        default = rows[option.env][2].strip("`")
+        shown = option.shown_default or str(getattr(Settings(), option.name))
+        shown = {"None": "unset", "False": "0", "True": "1"}.get(shown, shown)
+        assert default == shown or float(default) == float(shown), (option.env, default, shown)
+        if option.flag:
+            flag = "--" + option.name.replace("_", "-")
+            assert flag in text and rows[option.env][0] == f"`{flag}`"
+    for variable in OTHER_VARIABLES:
+        assert variable in text and variable in rows
+    assert "verify-evidence" in text
 
 
 def test_flags_win_over_environment_over_defaults() -> None:
@@ -68,3 +124,15 @@ def test_importing_the_server_never_imports_tinygrad() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_taken_port_exits_at_once_with_a_message(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        started = time.monotonic()
+        done = _run(["--host", "127.0.0.1", "--port", str(port)], {"MOCKS_DISABLED": "1"}, tmp_path)
+    assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and time.monotonic() - started < 30
+    assert not (tmp_path / "ev").exists(), "nothing is touched before the port is taken"

@@ -65,7 +65,7 @@ def spec(**overrides: Any) -> dict[str, Any]:
 
 
 def trainer_command(out: Path, data_dir: Path, resume: Path | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "trainer_tinygrad", "train", "--spec", "-", "--out", str(out)]
+    cmd = [sys.executable, "-m", "trainer_tinygrad", "train", "--config", "-", "--out", str(out)]
     cmd += ["--data-dir", str(data_dir), "--run-id", "test-run-0001"]
     return cmd + (["--resume", str(resume)] if resume else [])
 
@@ -105,7 +105,7 @@ def run_trainer(
     run = Run(events=events, returncode=proc.returncode, stderr=proc.stderr, out=out)
     kinds = [e["event"] for e in events]
     assert sum(k in TERMINAL for k in kinds) == 1 and kinds[-1] in TERMINAL, (kinds, proc.stderr[-3000:])
-    assert proc.returncode == (2 if run.terminal.get("code") == "invalid_spec" else TERMINAL[kinds[-1]])
+    assert proc.returncode == (2 if run.terminal.get("code") == "invalid_config" else TERMINAL[kinds[-1]])
     return run
 
 

@@ -18,15 +18,15 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from trainer_tinygrad.config import ConfigError, read_config
 from trainer_tinygrad.protocol import (
     EXIT_CANCELLED,
     EXIT_FAILED,
     EXIT_FINISHED,
-    EXIT_INVALID_SPEC,
+    EXIT_INVALID_CONFIG,
     EventWriter,
     tinygrad_version,
 )
-from trainer_tinygrad.spec import SpecError, read_spec
 
 log = logging.getLogger("trainer_tinygrad")
 
@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer_tinygrad", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="run one training job; protocol lines on stdout, log on stderr")
-    train.add_argument("--spec", required=True, help="resolved config as JSON: a file, or - for stdin")
+    train.add_argument("--config", required=True, help="resolved config as JSON: a file, or - for stdin")
     train.add_argument("--out", required=True, type=Path, help="folder for checkpoints (created if missing)")
     train.add_argument("--data-dir", type=Path, help="dataset cache (default: $TRAINER_DATA_DIR or ~/.cache/...)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from; step numbering carries on")
@@ -89,10 +89,10 @@ def _device(out: TextIO) -> int:
 
 def _train(args: argparse.Namespace, events: EventWriter, stop: threading.Event) -> int:
     try:
-        config = read_spec(args.spec)
-    except SpecError as e:
+        config = read_config(args.config)
+    except ConfigError as e:
         events.emit("failed", code=e.code, reason=str(e))
-        return EXIT_INVALID_SPEC
+        return EXIT_INVALID_CONFIG
     try:
         from trainer_tinygrad.datasets import DatasetCache, load_dataset
         from trainer_tinygrad.train import train

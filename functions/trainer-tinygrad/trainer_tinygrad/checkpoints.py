@@ -20,9 +20,10 @@ from tinygrad import Tensor
 from tinygrad.nn.optim import LAMB, LARS, Optimizer
 
 from trainer_tinygrad import files
+from trainer_tinygrad.clock import utc_now
 from trainer_tinygrad.config import config_hash
 from trainer_tinygrad.models import Model, state_tensors
-from trainer_tinygrad.protocol import tinygrad_version, utc_now
+from trainer_tinygrad.protocol import tinygrad_version
 
 FORMAT = "trainer-tinygrad/1"
 

@@ -1,7 +1,8 @@
-"""Run configuration: the one place where defaults live.
+"""Run configuration: the one place where defaults live, and the one check of a resolved config.
 
-The server resolves a request with it (so a client sees the full config at once) and the training process
-reads the resolved config back; both agree because neither has defaults of its own. No tinygrad here.
+The server resolves a request with it (so a client sees the full config at once) and the training process reads
+the resolved config back and checks it against the contract's schema (schemas/training-config.schema.json); both
+agree because neither has defaults of its own. No tinygrad here.
 """
 
 from __future__ import annotations
@@ -9,8 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+from trainer_tinygrad.schema import validator
 
 #: Preference order when a request names no dataset: the first one verified in the cache wins.
 DATASET_PREFERENCE = ("mnist", "fashion-mnist", "cifar10")
@@ -61,3 +66,41 @@ def resolve_config(request: Mapping[str, Any], default_dataset: str) -> dict[str
 def config_hash(config: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of a resolved config: names a config in checkpoint metadata."""
     return hashlib.sha256(json.dumps(dict(config), sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+class ConfigError(ValueError):
+    """A config that cannot be read or is not a valid resolved config; the message names the field."""
+
+    code = "invalid_config"
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def read_config(source: str) -> dict[str, Any]:
+    """Read a resolved config from a file, or from stdin when `source` is `-`, and check it."""
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read the config {source}: {e}") from e
+    try:
+        config = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as e:
+        raise ConfigError(f"the config is not JSON: {e}") from e
+    return check_config(config)
+
+
+def check_config(config: Any) -> dict[str, Any]:
+    """Return `config` when schemas/training-config.schema.json accepts it; ConfigError naming the first field it
+    refuses otherwise."""
+    if not isinstance(config, dict):
+        raise ConfigError("the config must be a JSON object (a resolved config)")
+    errors = sorted(validator("training-config.schema.json").iter_errors(config), key=lambda e: list(e.path))
+    if errors:
+        first = errors[0]
+        field = ".".join(str(p) for p in first.absolute_path)
+        if first.validator == "required":
+            raise ConfigError(f"the config lacks a field: {first.message}; pass a config from resolve_config")
+        raise ConfigError(f"{field or 'the config'}: {first.message}")
+    return config

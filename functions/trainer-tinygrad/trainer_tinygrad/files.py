@@ -71,12 +71,21 @@ def copy_atomic_tmp(src: Path, directory: Path) -> Path:
     return tmp
 
 
+def sha256_fd(fd: int, size: int | None = None, chunk_bytes: int = _CHUNK) -> tuple[str, int]:
+    """SHA-256 (hex) and byte count of an open file from its start, up to `size` bytes (all of it when None),
+    read in chunks (1 MiB unless told) without moving the file's offset."""
+    digest = hashlib.sha256()
+    offset = 0
+    while size is None or offset < size:
+        chunk = os.pread(fd, chunk_bytes if size is None else min(chunk_bytes, size - offset), offset)
+        if not chunk:
+            break
+        digest.update(chunk)
+        offset += len(chunk)
+    return digest.hexdigest(), offset
+
+
 def sha256_file(path: Path) -> tuple[str, int]:
     """SHA-256 (hex) and size of a file, streamed in 1 MiB chunks."""
-    digest = hashlib.sha256()
-    size = 0
     with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
+        return sha256_fd(fh.fileno())

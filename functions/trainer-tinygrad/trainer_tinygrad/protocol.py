@@ -6,14 +6,15 @@ Exit codes and the terminal events live here so the process and its readers agre
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
+
+from trainer_tinygrad.clock import utc_now
 
 #: Exit codes, one per terminal event.
 EXIT_FINISHED = 0
 EXIT_FAILED = 1
-EXIT_INVALID_SPEC = 2
+EXIT_INVALID_CONFIG = 2
 EXIT_CANCELLED = 3
 
 
@@ -23,11 +24,6 @@ def tinygrad_version() -> str:
         return version("tinygrad")
     except PackageNotFoundError:  # importable without its metadata (vendored): still say which code ran
         return "unknown"
-
-
-def utc_now() -> str:
-    """RFC 3339 UTC with a `Z`, millisecond precision."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class EventWriter:

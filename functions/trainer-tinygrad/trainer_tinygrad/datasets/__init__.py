@@ -14,19 +14,19 @@ from .errors import (
     ManifestError,
     UnknownDataset,
 )
-from .manifest import DatasetSpec, FileSpec, Manifest
+from .manifest import DatasetEntry, FileEntry, Manifest
 
 __all__ = [
     "ChecksumMismatch",
     "Dataset",
     "DatasetCache",
+    "DatasetEntry",
     "DatasetError",
     "DatasetFormatError",
     "DatasetNotAvailable",
-    "DatasetSpec",
     "DatasetStatus",
     "FetchFailed",
-    "FileSpec",
+    "FileEntry",
     "FileState",
     "FileStatus",
     "KnownImport",

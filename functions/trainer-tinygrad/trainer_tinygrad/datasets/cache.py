@@ -18,11 +18,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from ..clock import utc_now
 from ..files import copy_atomic_tmp, publish, write_atomic
 from . import download
 from .errors import ChecksumMismatch, DatasetNotAvailable
-from .manifest import FileSpec, Manifest
-from .provenance import utc_timestamp
+from .manifest import FileEntry, Manifest
 from .sources import KNOWN_SOURCES, KnownSource
 from .verification import FileVerification, verify_file
 
@@ -126,21 +126,16 @@ class DatasetCache:
         self.root = Path(root).expanduser() if root is not None else default_cache_dir()
         self.manifest = manifest if manifest is not None else Manifest.load()
 
-    def dataset_dir(self, name: str) -> Path:
-        """Where a dataset's files live."""
-        self.manifest.dataset(name)
-        return self.root / name
-
     # -- state -------------------------------------------------------------------------------------------------
 
     def status(self, name: str, *, rehash: bool = True, force: bool = False) -> DatasetStatus:
         """Each file's state, trusting valid stamps; stale ones are re-hashed (or reported unverified if not rehash)."""
-        spec = self.manifest.dataset(name)
+        entry = self.manifest.dataset(name)
         directory = self.root / name
         stamps = _read_stamps(directory)
         changed = False
         files = []
-        for fspec in spec.files:
+        for fspec in entry.files:
             status, record = self._file_status(directory, fspec, stamps, rehash=rehash, force=force)
             if record is not None:
                 stamps[record["stored_as"]] = record
@@ -170,7 +165,7 @@ class DatasetCache:
         return require_verified(name, status)
 
     def _file_status(
-        self, directory: Path, fspec: FileSpec, stamps: dict[str, Any], *, rehash: bool, force: bool
+        self, directory: Path, fspec: FileEntry, stamps: dict[str, Any], *, rehash: bool, force: bool
     ) -> tuple[FileStatus, dict[str, Any] | None]:
         """The file's status, plus a new stamp record when it was re-hashed."""
         for stored in fspec.accepted_names:
@@ -208,12 +203,12 @@ class DatasetCache:
 
     def fetch(self, name: str, *, progress: bool | None = None) -> DatasetStatus:
         """Download every file not yet verified, mirror by mirror; FetchFailed names each attempt."""
-        spec = self.manifest.dataset(name)
+        entry = self.manifest.dataset(name)
         directory = self.root / name
         for status in self.status(name).files:
             if status.state is FileState.VERIFIED:
                 continue
-            fspec = spec.file(status.name)
+            fspec = entry.file(status.name)
             path, verification, url = download.fetch_file(fspec, directory, name, progress=progress)
             self._drop_other_forms(directory, fspec, keep=path.name)
             self.record(name, path, verification, url)
@@ -225,12 +220,12 @@ class DatasetCache:
         Files already verified in the cache are left alone. A file that matches neither hash raises
         ChecksumMismatch and leaves nothing behind; a directory holding none of the files raises DatasetNotAvailable.
         """
-        spec = self.manifest.dataset(name)
+        entry = self.manifest.dataset(name)
         directory = Path(directory)
         target = self.root / name
         found = 0
         for status in self.status(name).files:
-            fspec = spec.file(status.name)
+            fspec = entry.file(status.name)
             src = next((directory / n for n in fspec.accepted_names if (directory / n).is_file()), None)
             if src is None:
                 continue
@@ -250,7 +245,7 @@ class DatasetCache:
             self._drop_other_forms(target, fspec, keep=dest.name)
             self.record(name, dest, verification, str(src.resolve()))
         if found == 0:
-            wanted = [n for f in spec.files for n in f.accepted_names]
+            wanted = [n for f in entry.files for n in f.accepted_names]
             raise DatasetNotAvailable(f"{directory} holds no file of {name}: looked for {wanted}")
         return self.status(name)
 
@@ -267,7 +262,7 @@ class DatasetCache:
             done.append(KnownImport(source, self.import_dir(source.dataset, source.directory), imported=True))
         return done
 
-    def _drop_other_forms(self, directory: Path, fspec: FileSpec, keep: str) -> None:
+    def _drop_other_forms(self, directory: Path, fspec: FileEntry, keep: str) -> None:
         """Remove the other stored form of a file (raw vs gzip), so exactly one copy is cached."""
         for other in fspec.accepted_names:
             if other != keep:
@@ -287,7 +282,7 @@ def require_verified(name: str, status: FileStatus) -> Path:
     )
 
 
-def _record(fspec: FileSpec, path: Path, v: FileVerification, source: str | None) -> dict[str, Any]:
+def _record(fspec: FileEntry, path: Path, v: FileVerification, source: str | None) -> dict[str, Any]:
     st = path.stat()
     return {
         "stored_as": path.name,
@@ -299,11 +294,11 @@ def _record(fspec: FileSpec, path: Path, v: FileVerification, source: str | None
         "matched": v.matched,
         "reason": v.reason,
         "source": source,
-        "verified_at": utc_timestamp(),
+        "verified_at": utc_now(),
     }
 
 
-def _stamp_valid(record: dict[str, Any], st: os.stat_result, fspec: FileSpec) -> bool:
+def _stamp_valid(record: dict[str, Any], st: os.stat_result, fspec: FileEntry) -> bool:
     return (
         record.get("size") == st.st_size
         and record.get("mtime_ns") == st.st_mtime_ns
@@ -311,7 +306,7 @@ def _stamp_valid(record: dict[str, Any], st: os.stat_result, fspec: FileSpec) ->
     )
 
 
-def _status_from(fspec: FileSpec, path: Path, record: dict[str, Any]) -> FileStatus:
+def _status_from(fspec: FileEntry, path: Path, record: dict[str, Any]) -> FileStatus:
     state = FileState.VERIFIED if record.get("matched") else FileState.MISMATCH
     return FileStatus(
         name=fspec.name,

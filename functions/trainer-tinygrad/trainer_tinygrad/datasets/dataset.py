@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .cache import DatasetCache, require_verified
+from ..clock import utc_now
+from .cache import DatasetCache, FileStatus, require_verified
 from .errors import ChecksumMismatch, DatasetFormatError
 from .loaders import load_cifar10_python, load_idx_split
-from .provenance import build_provenance
+from .manifest import DatasetEntry, Manifest
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ def load_dataset(name: str, cache: DatasetCache | None = None) -> Dataset:
     verified hash, so a file changed after its stamp is refused (ChecksumMismatch) even if its mtime was kept.
     """
     cache = cache if cache is not None else DatasetCache()
-    spec = cache.manifest.dataset(name)
+    entry = cache.manifest.dataset(name)
     status = cache.status(name)
     blobs: dict[str, bytes] = {}
     for f in status.files:
@@ -49,16 +51,16 @@ def load_dataset(name: str, cache: DatasetCache | None = None) -> Dataset:
                 f"run `trainer-datasets verify {name}` and re-import or re-fetch it"
             )
         blobs[f.name] = data
-    if spec.format == "idx-gzip":
+    if entry.format == "idx-gzip":
         splits = {}
-        for key, split in spec.splits.items():
+        for key, split in entry.splits.items():
             assert split.images is not None and split.labels is not None  # the manifest schema requires both
-            splits[key] = load_idx_split(blobs[split.images], blobs[split.labels], spec, key)
-    elif spec.format == "cifar10-python":
-        archive = next(s.archive for s in spec.splits.values() if s.archive)
-        splits = load_cifar10_python(blobs[archive], spec)
+            splits[key] = load_idx_split(blobs[split.images], blobs[split.labels], entry, key)
+    elif entry.format == "cifar10-python":
+        archive = next(s.archive for s in entry.splits.values() if s.archive)
+        splits = load_cifar10_python(blobs[archive], entry)
     else:
-        raise DatasetFormatError(f"{name}: no loader for format {spec.format!r}")
+        raise DatasetFormatError(f"{name}: no loader for format {entry.format!r}")
     for x, y in splits.values():
         x.flags.writeable = False
         y.flags.writeable = False
@@ -68,7 +70,32 @@ def load_dataset(name: str, cache: DatasetCache | None = None) -> Dataset:
         y_train=splits["train"][1],
         x_test=splits["test"][0],
         y_test=splits["test"][1],
-        num_classes=spec.num_classes,
-        classes=spec.classes,
-        provenance=build_provenance(spec, cache.manifest, status.files),
+        num_classes=entry.num_classes,
+        classes=entry.classes,
+        provenance=build_provenance(entry, cache.manifest, status.files),
     )
+
+
+def build_provenance(entry: DatasetEntry, manifest: Manifest, files: Iterable[FileStatus]) -> dict[str, Any]:
+    """A dict valid against schemas/dataset-provenance.schema.json for verified `files` of `entry`."""
+    records = []
+    for f in files:
+        record = {
+            "name": f.name,
+            "bytes": f.bytes,
+            "sha256": f.sha256,
+            "payload_sha256": f.payload_sha256,
+            "source": f.source or "unknown",
+            "verified_at": f.verified_at,
+            "matched": f.matched,
+        }
+        if f.stored_as and f.stored_as != f.name:
+            record["stored_as"] = f.stored_as  # the raw payload was imported, not the archive
+        records.append(record)
+    return {
+        "name": entry.name,
+        "format": entry.format,
+        "files": records,
+        "manifest_sha256": manifest.sha256,
+        "loaded_at": utc_now(),
+    }

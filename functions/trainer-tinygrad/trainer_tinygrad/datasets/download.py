@@ -20,7 +20,7 @@ from typing import TextIO
 
 from ..files import fsync_dir, publish
 from .errors import FetchFailed
-from .manifest import FileSpec
+from .manifest import FileEntry
 from .verification import FileVerification, verify_file
 
 #: Tries per mirror: the first, then resumes after a connection that dropped mid-body.
@@ -71,7 +71,7 @@ class _Interrupted(Exception):
 
 
 def fetch_file(
-    fspec: FileSpec, directory: Path, dataset: str, *, progress: bool | None = None
+    fspec: FileEntry, directory: Path, dataset: str, *, progress: bool | None = None
 ) -> tuple[Path, FileVerification, str]:
     """Download and verify one file into `directory`; returns (path, verification, the URL that served it)."""
     show = sys.stderr.isatty() if progress is None else progress
@@ -111,7 +111,7 @@ def fetch_file(
     )
 
 
-def _download(url: str, part: Path, fspec: FileSpec, bar: ProgressBar) -> None:
+def _download(url: str, part: Path, fspec: FileEntry, bar: ProgressBar) -> None:
     """Stream `url` into `part`, continuing an existing partial with Range when the server honours it."""
     offset = part.stat().st_size if part.exists() else 0
     headers = {"User-Agent": USER_AGENT}

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from .errors import DatasetFormatError
-from .manifest import DatasetSpec, Split
+from .manifest import DatasetEntry, Split
 from .verification import GZIP_MAGIC
 
 Arrays = tuple[np.ndarray, np.ndarray]
@@ -50,33 +50,33 @@ def parse_idx(data: bytes, what: str) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def load_idx_split(images: bytes, labels: bytes, spec: DatasetSpec, split: str) -> Arrays:
+def load_idx_split(images: bytes, labels: bytes, entry: DatasetEntry, split: str) -> Arrays:
     """One split of an IDX dataset as ((N, 1, H, W) uint8, (N,) uint8), checked against the manifest."""
-    x = parse_idx(images, f"{spec.name} {split} images")
-    y = parse_idx(labels, f"{spec.name} {split} labels")
-    c, h, w = spec.image_shape
+    x = parse_idx(images, f"{entry.name} {split} images")
+    y = parse_idx(labels, f"{entry.name} {split} labels")
+    c, h, w = entry.image_shape
     if x.ndim != 3 or x.shape[1:] != (h, w):
-        raise DatasetFormatError(f"{spec.name} {split} images are {list(x.shape)}, expected [N, {h}, {w}]")
+        raise DatasetFormatError(f"{entry.name} {split} images are {list(x.shape)}, expected [N, {h}, {w}]")
     if y.ndim != 1:
-        raise DatasetFormatError(f"{spec.name} {split} labels are {list(y.shape)}, expected [N]")
+        raise DatasetFormatError(f"{entry.name} {split} labels are {list(y.shape)}, expected [N]")
     x = x.reshape(x.shape[0], c, h, w)
-    return check_split(spec, split, x, y)
+    return check_split(entry, split, x, y)
 
 
-def check_split(spec: DatasetSpec, split: str, x: np.ndarray, y: np.ndarray) -> Arrays:
+def check_split(entry: DatasetEntry, split: str, x: np.ndarray, y: np.ndarray) -> Arrays:
     """Shapes, dtypes, label range and split size must be exactly what the manifest says."""
-    want = spec.splits[split].count
+    want = entry.splits[split].count
     if x.dtype != np.uint8 or y.dtype != np.uint8:
-        raise DatasetFormatError(f"{spec.name} {split}: dtypes {x.dtype}/{y.dtype}, expected uint8")
-    if x.shape != (want, *spec.image_shape):
+        raise DatasetFormatError(f"{entry.name} {split}: dtypes {x.dtype}/{y.dtype}, expected uint8")
+    if x.shape != (want, *entry.image_shape):
         raise DatasetFormatError(
-            f"{spec.name} {split}: {x.shape[0]} images shaped {list(x.shape[1:])}, "
-            f"the manifest says {want} of {list(spec.image_shape)}"
+            f"{entry.name} {split}: {x.shape[0]} images shaped {list(x.shape[1:])}, "
+            f"the manifest says {want} of {list(entry.image_shape)}"
         )
     if y.shape != (want,):
-        raise DatasetFormatError(f"{spec.name} {split}: {y.shape[0]} labels, the manifest says {want}")
-    if y.size and int(y.max()) >= spec.num_classes:
-        raise DatasetFormatError(f"{spec.name} {split}: label {int(y.max())} outside 0..{spec.num_classes - 1}")
+        raise DatasetFormatError(f"{entry.name} {split}: {y.shape[0]} labels, the manifest says {want}")
+    if y.size and int(y.max()) >= entry.num_classes:
+        raise DatasetFormatError(f"{entry.name} {split}: label {int(y.max())} outside 0..{entry.num_classes - 1}")
     return x, y
 
 
@@ -126,7 +126,7 @@ def _cifar_batch(raw: bytes, what: str, image_shape: tuple[int, int, int]) -> Ar
     return data.reshape(n, *image_shape), labels.astype(np.uint8)
 
 
-def load_cifar10_python(archive: bytes, spec: DatasetSpec) -> dict[str, Arrays]:
+def load_cifar10_python(archive: bytes, entry: DatasetEntry) -> dict[str, Arrays]:
     """Both splits of the CIFAR-10 python archive, members named as in the manifest, checked against it."""
     try:
         with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
@@ -136,25 +136,27 @@ def load_cifar10_python(archive: bytes, spec: DatasetSpec) -> dict[str, Arrays]:
                 member = members.get(name)
                 fh = tar.extractfile(member) if member is not None else None
                 if fh is None:
-                    raise DatasetFormatError(f"{spec.name}: the archive has no member {name!r}")
+                    raise DatasetFormatError(f"{entry.name}: the archive has no member {name!r}")
                 return fh.read()
 
-            out = {key: _cifar_split(spec, key, split, read) for key, split in spec.splits.items()}
-            if spec.meta_member:
-                _check_meta(spec, _unpickle(read(spec.meta_member), spec.meta_member))
+            out = {key: _cifar_split(entry, key, split, read) for key, split in entry.splits.items()}
+            if entry.meta_member:
+                _check_meta(entry, _unpickle(read(entry.meta_member), entry.meta_member))
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DatasetFormatError(f"{spec.name}: not a readable tar.gz ({exc})") from None
+        raise DatasetFormatError(f"{entry.name}: not a readable tar.gz ({exc})") from None
     return out
 
 
-def _cifar_split(spec: DatasetSpec, key: str, split: Split, read: Any) -> Arrays:
-    parts = [_cifar_batch(read(member), member, spec.image_shape) for member in split.members]
+def _cifar_split(entry: DatasetEntry, key: str, split: Split, read: Any) -> Arrays:
+    parts = [_cifar_batch(read(member), member, entry.image_shape) for member in split.members]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    return check_split(spec, key, x, y)
+    return check_split(entry, key, x, y)
 
 
-def _check_meta(spec: DatasetSpec, meta: dict[bytes, Any]) -> None:
+def _check_meta(entry: DatasetEntry, meta: dict[bytes, Any]) -> None:
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in meta.get(b"label_names", [])]
-    if names != list(spec.classes):
-        raise DatasetFormatError(f"{spec.name}: batches.meta names classes {names}, the manifest {list(spec.classes)}")
+    if names != list(entry.classes):
+        raise DatasetFormatError(
+            f"{entry.name}: batches.meta names classes {names}, the manifest {list(entry.classes)}"
+        )

@@ -31,7 +31,7 @@ class Mirror:
 
 
 @dataclass(frozen=True)
-class FileSpec:
+class FileEntry:
     """One pinned file: the archive's size and hash, the decompressed payload's hash when it is a single gzip."""
 
     name: str
@@ -62,7 +62,7 @@ class Split:
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
+class DatasetEntry:
     """Everything the manifest says about one dataset."""
 
     name: str
@@ -73,7 +73,7 @@ class DatasetSpec:
     license: str
     citation: str
     splits: dict[str, Split]
-    files: tuple[FileSpec, ...]
+    files: tuple[FileEntry, ...]
     meta_member: str | None = None
 
     @property
@@ -81,11 +81,11 @@ class DatasetSpec:
         """Number of label values; labels range over 0..num_classes-1."""
         return len(self.classes)
 
-    def file(self, name: str) -> FileSpec:
+    def file(self, name: str) -> FileEntry:
         """The entry for a file, by its manifest name or its raw payload name."""
-        for spec in self.files:
-            if name in spec.accepted_names:
-                return spec
+        for entry in self.files:
+            if name in entry.accepted_names:
+                return entry
         raise UnknownDataset(f"dataset {self.name!r} has no file {name!r}; it has {[f.name for f in self.files]}")
 
 
@@ -93,7 +93,7 @@ class DatasetSpec:
 class Manifest:
     """The parsed manifest; `sha256` is the hash of the manifest file's bytes (recorded in provenance)."""
 
-    datasets: dict[str, DatasetSpec]
+    datasets: dict[str, DatasetEntry]
     sha256: str
     path: Path | None
     sources: dict[str, dict[str, str]]
@@ -125,17 +125,17 @@ class Manifest:
         """Dataset names in manifest order."""
         return list(self.datasets)
 
-    def dataset(self, name: str) -> DatasetSpec:
-        """The spec of a dataset; UnknownDataset names the known ones."""
+    def dataset(self, name: str) -> DatasetEntry:
+        """The entry of a dataset; UnknownDataset names the known ones."""
         try:
             return self.datasets[name]
         except KeyError:
             raise UnknownDataset(f"unknown dataset {name!r}; the manifest lists {self.names}") from None
 
 
-def _dataset(name: str, body: dict[str, Any]) -> DatasetSpec:
+def _dataset(name: str, body: dict[str, Any]) -> DatasetEntry:
     files = tuple(
-        FileSpec(
+        FileEntry(
             name=f["name"],
             bytes=int(f["bytes"]),
             sha256=f["sha256"],
@@ -162,7 +162,7 @@ def _dataset(name: str, body: dict[str, Any]) -> DatasetSpec:
             if ref is not None and ref not in names:
                 raise ValueError(f"{name}: split {key!r} names {ref!r}, which is not in files")
     c, h, w = body["image_shape"]
-    return DatasetSpec(
+    return DatasetEntry(
         name=name,
         title=body["title"],
         format=body["format"],

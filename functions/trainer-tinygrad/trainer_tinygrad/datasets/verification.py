@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..files import sha256_file
-from .manifest import FileSpec
+from .manifest import FileEntry
 
 _CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
@@ -57,23 +57,23 @@ def describe_content(path: Path) -> str:
     return ""
 
 
-def verify_file(path: Path, spec: FileSpec) -> FileVerification:
+def verify_file(path: Path, entry: FileEntry) -> FileVerification:
     """Accept a file whose archive hash matches, or (single-file gzip or the raw payload) whose payload hash does."""
     sha, size = sha256_file(path)
-    if sha == spec.sha256 and size == spec.bytes:
-        return FileVerification(sha, size, "archive", spec.payload_sha256)
-    expected = f"expected sha256 {spec.sha256} ({spec.bytes} bytes)"
-    if spec.payload_sha256 is None:
+    if sha == entry.sha256 and size == entry.bytes:
+        return FileVerification(sha, size, "archive", entry.payload_sha256)
+    expected = f"expected sha256 {entry.sha256} ({entry.bytes} bytes)"
+    if entry.payload_sha256 is None:
         reason = f"sha256 {sha} ({size} bytes), {expected}{describe_content(path)}"
         return FileVerification(sha, size, None, None, reason)
     with path.open("rb") as fh:
         is_gzip = fh.read(2) == GZIP_MAGIC
     payload, why = _payload_sha256(path) if is_gzip else (sha, None)
-    if payload == spec.payload_sha256:
+    if payload == entry.payload_sha256:
         return FileVerification(sha, size, "payload", payload)
     got = f"payload sha256 {payload}" if payload else why
     reason = (
-        f"sha256 {sha} ({size} bytes), {got}; {expected} or payload sha256 {spec.payload_sha256}"
+        f"sha256 {sha} ({size} bytes), {got}; {expected} or payload sha256 {entry.payload_sha256}"
         f"{describe_content(path)}"
     )
     return FileVerification(sha, size, None, payload, reason)

@@ -1,7 +1,8 @@
 """`python -m reference_server verify-evidence DIR...`: check run folders against their manifests.
 
 A run's manifest.json lists every other file of the folder with its size and sha256. The audit re-hashes each one,
-names every file that changed, went missing or appeared unlisted, and cross-checks each checkpoint file against the
+names every file that changed, went missing or appeared unlisted, checks that metrics.jsonl keeps the rules of an
+event log (ids exactly 1..N, at most one `end` per attempt), and cross-checks each checkpoint file against the
 sha256 its `checkpoint` event recorded in metrics.jsonl. It needs only the folder (no server, no tinygrad).
 
 The manifest is tamper evidence, not a signature: someone who rewrites a file *and* the manifest consistently is only
@@ -20,8 +21,10 @@ from typing import Any
 
 from trainer_tinygrad.files import sha256_file
 
-from .evidence import CHECKPOINTS, EVENTS, MANIFEST, RUN_ID_PATTERN
-from .schemas import Contract, default_contract
+from ..lifecycle import RUN_ID_PATTERN
+from ..schemas import Contract, default_contract
+from .integrity import log_problems
+from .store import CHECKPOINTS, EVENTS, MANIFEST
 
 #: A finding's state; everything but OK makes the folder fail.
 OK, CHANGED, MISSING, UNLISTED, INVALID = "ok", "changed", "missing", "unlisted", "invalid"
@@ -106,17 +109,26 @@ def _check_listed(directory: Path, relative: str, entry: dict[str, Any]) -> Find
 
 
 def _check_checkpoint_events(directory: Path, listed: dict[str, dict[str, Any]]) -> list[Finding]:
-    """Each checkpoint event of metrics.jsonl against the manifest entry of its file (both are evidence)."""
+    """metrics.jsonl against the rules of an event log (ids 1..N, one `end` per attempt), and each checkpoint event
+    against the manifest entry of its file (both are evidence)."""
     events_path = directory / EVENTS
     if EVENTS not in listed or not events_path.is_file():
         return []
     findings = []
+    events = []
     for number, raw in enumerate(events_path.read_bytes().splitlines(), start=1):
         try:
             event = json.loads(raw)
         except ValueError:
             return [Finding(EVENTS, INVALID, f"line {number} is not JSON")]
-        if not isinstance(event, dict) or event.get("type") != "checkpoint":
+        if not isinstance(event, dict):
+            return [Finding(EVENTS, INVALID, f"line {number} is not an event")]
+        events.append(event)
+    problems = log_problems(events)
+    if problems:
+        findings.append(Finding(EVENTS, INVALID, "; ".join(problems)))
+    for number, event in enumerate(events, start=1):
+        if event.get("type") != "checkpoint":
             continue
         data = event.get("data") or {}
         relative = f"{CHECKPOINTS}/{data.get('name')}"

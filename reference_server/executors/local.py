@@ -1,10 +1,11 @@
-"""One training process: ``python -m trainer_tinygrad train``, read line by line without blocking the loop.
+"""The local executor: each trainer is a child process, ``python -m trainer_tinygrad train``, on this host.
 
 The trainer speaks JSON lines on stdout (started, metric, checkpoint, then finished | failed | cancelled) and logs on
 stderr; SIGTERM asks it to stop after the current step. Its stderr is drained continuously (a full pipe would stall
 it) and the tail is kept for error messages and the run's trainer.log. The child gets its own session (a Ctrl-C at
-the server's terminal is the server's to handle) and, on Linux, SIGTERM when the server dies, so a ``kill -9`` of
-the server does not leave trainers burning the CPU.
+the server's terminal is the server's to handle), a lower CPU priority than the server (so requests stay quick
+while it trains), and, on Linux, SIGTERM when the server dies, so a ``kill -9`` of the server does not leave trainers
+burning the CPU. Its checkpoints are read from its scratch folder, and nowhere else.
 """
 
 from __future__ import annotations
@@ -15,36 +16,36 @@ import ctypes
 import json
 import logging
 import os
+import shutil
 import signal
+import socket
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+from . import Launch, TrainerStartError
 
 log = logging.getLogger(__name__)
 
-TERMINAL_EVENTS = ("finished", "failed", "cancelled")
 _LINE_LIMIT = 4 << 20  # a `started` line carries the dataset provenance: allow a few MiB
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> Callable[[], None] | None:
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
+def _child_setup(nice: int) -> Callable[[], None]:
+    prctl: Any = None
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            prctl = ctypes.CDLL(None, use_errno=True).prctl
 
     def preexec() -> None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if nice:
+            os.nice(nice)
 
     return preexec
-
-
-_PREEXEC = _die_with_parent()
 
 
 def _reject_constant(name: str) -> Any:
@@ -78,21 +79,23 @@ class TrainerProcess:
     def __init__(
         self,
         run_id: str,
-        spec: dict[str, Any],
+        config: Mapping[str, Any],
         out_dir: Path,
         *,
         data_dir: Path | None,
         python: str = sys.executable,
         env: Mapping[str, str] | None = None,
         resume: Path | None = None,
+        nice: int = 0,
     ) -> None:
         self.run_id = run_id
-        self.spec = spec
+        self.config = dict(config)
         self.out_dir = out_dir
         self.data_dir = data_dir
         self.python = python
         self.env = trainer_env(env if env is not None else os.environ, data_dir)
         self.resume = resume
+        self.nice = nice
         self.stderr_tail: deque[str] = deque(maxlen=2000)
         self.terminated = False
         self._proc: asyncio.subprocess.Process | None = None
@@ -108,9 +111,23 @@ class TrainerProcess:
         """Exit status once the child has been waited for (negative: killed by that signal)."""
         return self._proc.returncode if self._proc else None
 
-    def argv(self, spec_path: Path) -> list[str]:
+    @property
+    def placement(self) -> dict[str, Any]:
+        """This host, and the child's pid."""
+        return {"executor": "local", "hostname": socket.gethostname(), "pid": self.pid}
+
+    def argv(self, config_path: Path) -> list[str]:
         """The command line (recorded in the trainer log)."""
-        argv = [self.python, "-m", "trainer_tinygrad", "train", "--spec", str(spec_path), "--out", str(self.out_dir)]
+        argv = [
+            self.python,
+            "-m",
+            "trainer_tinygrad",
+            "train",
+            "--config",
+            str(config_path),
+            "--out",
+            str(self.out_dir),
+        ]
         argv += ["--run-id", self.run_id]
         if self.data_dir is not None:
             argv += ["--data-dir", str(self.data_dir)]
@@ -119,11 +136,11 @@ class TrainerProcess:
         return argv
 
     async def start(self) -> None:
-        """Write the spec into the work dir and start the child. Raises OSError when it cannot start."""
+        """Write the config into the work dir and start the child. Raises OSError when it cannot start."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        spec_path = self.out_dir / "spec.json"
-        spec_path.write_text(json.dumps(self.spec), encoding="utf-8")
-        argv = self.argv(spec_path)
+        config_path = self.out_dir / "config.json"
+        config_path.write_text(json.dumps(self.config), encoding="utf-8")
+        argv = self.argv(config_path)
         self.stderr_tail.append("$ " + " ".join(argv))
         self._proc = await asyncio.create_subprocess_exec(
             *argv,
@@ -132,7 +149,7 @@ class TrainerProcess:
             stderr=asyncio.subprocess.PIPE,
             env=self.env,
             start_new_session=True,
-            preexec_fn=_PREEXEC,
+            preexec_fn=_child_setup(self.nice),
             limit=_LINE_LIMIT,
         )
         self._stderr_task = asyncio.create_task(self._drain_stderr())
@@ -169,6 +186,13 @@ class TrainerProcess:
                 continue
             yield message
 
+    def checkpoint_opener(self, message: Mapping[str, Any]) -> Callable[[], BinaryIO]:
+        """The checkpoint file the message names; only a file inside this trainer's own scratch folder."""
+        path = Path(str(message.get("path", ""))).resolve()
+        if path.parent != self.out_dir.resolve():
+            raise ValueError(f"the checkpoint path {path} is outside the trainer's scratch folder")
+        return lambda: path.open("rb")
+
     async def wait(self) -> int:
         """Wait for exit (and for stderr to drain); the exit status."""
         assert self._proc
@@ -192,14 +216,70 @@ class TrainerProcess:
             with contextlib.suppress(ProcessLookupError):
                 self._proc.send_signal(sig)
 
-    def stderr_text(self) -> str:
+    def log_text(self) -> str:
         """The kept tail of stderr, one line per line."""
         return "\n".join(self.stderr_tail) + "\n"
 
-    def last_stderr(self, lines: int = 5) -> str:
+    def last_log(self, lines: int = 5) -> str:
         """The last few stderr lines, for an error message."""
         tail = [line for line in list(self.stderr_tail)[-lines:] if line.strip()]
         return " | ".join(tail)
+
+    async def cleanup(self) -> None:
+        """Remove the scratch folder (its checkpoints were copied into the evidence already)."""
+        if self._proc is not None and self._proc.returncode is None:
+            return  # still running: its files are still in use
+        await asyncio.get_running_loop().run_in_executor(None, shutil.rmtree, self.out_dir, True)
+
+
+class LocalExecutor:
+    """Trainers as child processes of this server."""
+
+    name = "local"
+
+    def __init__(
+        self,
+        work_dir: Path,
+        data_dir: Path | None,
+        *,
+        env: Mapping[str, str] | None = None,
+        python: str = sys.executable,
+        nice: int = 0,
+    ) -> None:
+        self.work_dir = work_dir
+        self.data_dir = data_dir
+        self.env = dict(os.environ if env is None else env)
+        self.python = python
+        self.nice = nice
+
+    async def start(self, launch: Launch) -> TrainerProcess:
+        """Start `python -m trainer_tinygrad train` for the run in its own scratch folder."""
+        proc = TrainerProcess(
+            launch.run_id,
+            launch.config,
+            self.work_dir / launch.run_id,
+            data_dir=self.data_dir,
+            python=self.python,
+            env=self.env,
+            resume=launch.resume.path.resolve() if launch.resume else None,
+            nice=self.nice,
+        )
+        try:
+            await proc.start()
+        except OSError as exc:
+            raise TrainerStartError(f"cannot start the training process: {exc}") from exc
+        return proc
+
+    def forget(self, run_id: str) -> None:
+        """Remove the scratch folder of a run whose trainer died with an earlier server (PR_SET_PDEATHSIG)."""
+        shutil.rmtree(self.work_dir / run_id, ignore_errors=True)
+
+    async def probe(self) -> dict[str, Any]:
+        """Run ``python -m trainer_tinygrad device`` once."""
+        return await probe_device(self.python, self.env)
+
+    async def close(self) -> None:
+        """Nothing to release: trainers are stopped by their supervisors."""
 
 
 async def probe_device(

@@ -1,0 +1,105 @@
+"""Where trainers run: the seam between a run's supervisor and its training process.
+
+The supervisor never touches a process, a node or a file of the trainer's: it asks an `Executor` to start a trainer
+for a run (from its config, and from a verified checkpoint when the run resumes), then reads the trainer's protocol
+messages, asks for each checkpoint's bytes, and terminates, kills or waits for it. The local executor runs a child
+process on this host; another executor may run it anywhere, as long as it keeps this protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Protocol
+
+
+class TrainerStartError(Exception):
+    """The trainer could not be started; the message says why (the run fails with `trainer_start_failed`)."""
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The verified checkpoint a resumed run continues from."""
+
+    name: str
+    path: Path
+    sha256: str
+    bytes: int
+    step: int
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a trainer is started with: the run, its resolved config, and where it resumes from."""
+
+    run_id: str
+    config: Mapping[str, Any]
+    resume: ResumePoint | None = None
+
+
+class Trainer(Protocol):
+    """One running trainer, as its supervisor sees it."""
+
+    run_id: str
+    terminated: bool
+
+    @property
+    def placement(self) -> dict[str, Any]:
+        """Where it runs (executor, host, and what else the executor knows), for provenance and the run body."""
+        ...
+
+    @property
+    def returncode(self) -> int | None:
+        """Exit status once it ended (negative: killed by that signal); None while it runs."""
+        ...
+
+    def messages(self) -> AsyncIterator[dict[str, Any]]:
+        """Its protocol messages, in order, until its output ends."""
+        ...
+
+    def checkpoint_opener(self, message: Mapping[str, Any]) -> Callable[[], BinaryIO]:
+        """How to read the bytes of the checkpoint a `checkpoint` message reports (called in a worker thread)."""
+        ...
+
+    def terminate(self) -> None:
+        """Ask it to stop after its current step (it reports `cancelled`)."""
+        ...
+
+    def kill(self) -> None:
+        """Stop it now."""
+        ...
+
+    async def wait(self) -> int | None:
+        """Wait until it has ended; its exit status."""
+        ...
+
+    def log_text(self) -> str:
+        """Its log (the kept tail), for trainer.log."""
+        ...
+
+    def last_log(self, lines: int = 5) -> str:
+        """The last few log lines, for an error message."""
+        ...
+
+    async def cleanup(self) -> None:
+        """Remove its scratch space once it has ended."""
+        ...
+
+
+class Executor(Protocol):
+    """Starts trainers."""
+
+    name: str
+
+    async def start(self, launch: Launch) -> Trainer:
+        """Start a trainer for one attempt of a run; TrainerStartError when it cannot."""
+        ...
+
+    async def probe(self) -> dict[str, Any]:
+        """Whether trainers can run: {"ok": bool, "device"?, "tinygrad_version"?, "reason"?}."""
+        ...
+
+    async def close(self) -> None:
+        """Release what the executor holds (it starts no trainer afterwards)."""
+        ...

@@ -1,0 +1,126 @@
+"""Start-up recovery: every run rebuilt from the evidence folder, as the last server left it.
+
+For each run folder: temporary files a killed writer left behind are removed; a torn last line of metrics.jsonl (a
+write that never completed) is cut off and the cut recorded in repairs.jsonl; the events are folded into the run's
+view; a run whose log has no `end` was active when its server stopped, so it ends `interrupted` (its trainer died
+with that server); a run that ended without a manifest gets one. A folder that cannot be trusted (unreadable
+config, a log whose ids do not run 1..N or with two ends in one attempt) is never written to and never hidden: it is
+listed with its problem. A folder that never got its first event is a run that was never registered (its POST
+failed or the server died inside it): it is removed.
+
+On a full disk recovery still completes: what it cannot write waits in the journal's pending list.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .events import EventLog
+from .evidence import (
+    CHECKPOINTS,
+    CONFIG,
+    EVENTS,
+    PROVENANCE,
+    EvidenceDamaged,
+    EvidenceStore,
+    EvidenceWriteError,
+    StoredRun,
+)
+from .journal import RunJournal
+from .lifecycle import Run, RunStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecoveryReport:
+    """What recovery found."""
+
+    interrupted: list[str] = field(default_factory=list)
+    repaired: list[str] = field(default_factory=list)
+    damaged: dict[str, str] = field(default_factory=dict)
+    removed: list[str] = field(default_factory=list)
+
+
+async def recover(
+    store: EvidenceStore,
+    events: EventLog,
+    journal: RunJournal,
+    register: Callable[[StoredRun], Run],
+    forget_scratch: Callable[[str], None],
+) -> RecoveryReport:
+    """Rebuild every run from the evidence folder (see the module's docstring); `register` adds a run to the
+    manager, `forget_scratch` removes the scratch space of a trainer that died with the last server."""
+    report = RecoveryReport()
+    stored_runs: list[StoredRun] = []
+    for run_id in store.run_ids():
+        try:
+            stored = store.read_run(run_id)
+        except EvidenceDamaged as exc:
+            if _never_registered(store, run_id):
+                shutil.rmtree(store.run_dir(run_id), ignore_errors=True)
+                log.warning("run %s: a folder that never got its first event (a failed start); removed", run_id)
+                report.removed.append(run_id)
+            else:
+                log.error("run %s: its evidence cannot be trusted and is left as it is: %s", run_id, exc)
+                report.damaged[run_id] = str(exc)
+            continue
+        if not stored.events and not stored.torn_tail and _never_registered(store, run_id):
+            shutil.rmtree(store.run_dir(run_id), ignore_errors=True)
+            log.warning("run %s: a folder that never got its first event (a failed start); removed", run_id)
+            report.removed.append(run_id)
+            continue
+        stored_runs.append(stored)
+    for stored in sorted(stored_runs, key=lambda s: (s.config.get("created_at", ""), s.run_id)):
+        run_id = stored.run_id
+        if stored.stale_files:
+            store.remove_stale_files(run_id, stored.stale_files)
+            log.info("run %s: removed temporary files a killed writer left: %s", run_id, ", ".join(stored.stale_files))
+        if stored.torn_tail:
+            try:
+                store.cut_torn_tail(run_id, stored.log_bytes, stored.torn_tail)
+                log.warning(
+                    "run %s: metrics.jsonl ended in a torn line (%d bytes); cut off", run_id, len(stored.torn_tail)
+                )
+                report.repaired.append(run_id)
+            except EvidenceWriteError as exc:
+                log.error("run %s: its torn last line could not be cut (%s); left as it is", run_id, exc)
+                report.damaged[run_id] = f"metrics.jsonl ends in a torn line that could not be cut: {exc}"
+                continue
+        if not stored.events:
+            report.damaged[run_id] = "metrics.jsonl holds no whole event"
+            continue
+        run = register(stored)
+        runs_log = events.load(run_id, stored.events)
+        for event in stored.events:
+            run.apply(event)
+        if not runs_log.ended:
+            forget_scratch(run_id)
+            await journal.finish(
+                run,
+                RunStatus.INTERRUPTED,
+                {"code": "server_stopped", "message": "the server stopped while the run was active"},
+            )
+            report.interrupted.append(run_id)
+        elif store.read_manifest(run_id) is None:
+            await journal.write_missing_manifest(run)
+    return report
+
+
+def _never_registered(store: EvidenceStore, run_id: str) -> bool:
+    """A folder holding only what a run's creation writes before its first event (config.json, provenance.json,
+    the reserve, an empty checkpoints/, temporary files): its run was never answered to anyone."""
+    directory = store.run_dir(run_id)
+    for path in directory.iterdir():
+        if path.name == CHECKPOINTS and path.is_dir():
+            if any(path.iterdir()):
+                return False
+        elif path.name == EVENTS:
+            if path.stat().st_size > 0:
+                return False
+        elif path.name not in (CONFIG, PROVENANCE) and not path.name.startswith("."):
+            return False
+    return True
