@@ -20,7 +20,9 @@ def table_at(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
 
 
 def capture_mlp_step() -> dict[str, int]:
+    """Compile an mlp training step from nothing (tinygrad keeps compiled programs per process) under `applied`."""
     from tinygrad import Device
+    from tinygrad.codegen import to_program_cache
     from trainer_tinygrad.config import resolve_config
     from trainer_tinygrad.steps import TrainStep
     from trainer_tinygrad.train import build_optimizer, initial_model
@@ -28,6 +30,7 @@ def capture_mlp_step() -> dict[str, int]:
     config = resolve_config({"model": "mlp", "batch_size": 128}, "fashion-mnist")
     model = initial_model(config, (1, 28, 28), 10)
     step = TrainStep(model, build_optimizer(config, model), 128, (1, 28, 28))
+    to_program_cache.clear()
     with kernel_opts.applied(Device.DEFAULT) as counts:
         step.capture()
     return counts
