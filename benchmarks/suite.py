@@ -9,7 +9,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import api_latency, conformance_time, fanout, levers, service, training, verification
+from benchmarks import (
+    api_latency,
+    conformance_time,
+    fanout,
+    growth,
+    levers,
+    service,
+    step_profile,
+    training,
+    verification,
+)
 from benchmarks.machine import describe
 from benchmarks.results import Report, markdown, save, utc_now, write_summary
 from benchmarks.workspace import Options, Workspace
@@ -35,6 +45,9 @@ BENCHMARKS = [
     Benchmark("conformance", "5. conformance suite wall time against the local reference server",
               conformance_time.benchmark),
     Benchmark("verification", "6. dataset verification MB/s vs sha256sum", verification.benchmark, cheap=True),
+    Benchmark("growth", "8. training samples/s against batch size, tinygrad vs PyTorch", growth.benchmark),
+    Benchmark("profile", "where one mlp step and one convnet step spend their time", step_profile.benchmark,
+              cheap=True),
     Benchmark("levers", "the speed push: each tinygrad lever measured on the training function", levers.benchmark),
 ]  # fmt: skip
 ORDER = [b.name for b in BENCHMARKS]
