@@ -4,8 +4,8 @@
 
 Prints one JSON line. What it measures, on the training function's own compiled step (`trainer_tinygrad.steps`):
 - step: the step called as the trainer calls it and synchronized, median over `--steps` calls;
-- kernels: one step under tinygrad's `DEBUG=2`, which runs and times each kernel on its own: how many, their sum,
-  the biggest ones (name, time, GFLOPS as tinygrad counts them);
+- kernels: steps under tinygrad's `DEBUG=2`, which runs and times each kernel on its own: how many, the sum of
+  their median times, the biggest ones (name, time, GFLOPS as tinygrad counts them);
 - dispatch: step less kernel time: the Python that launches each kernel (the function's prepared launch list;
   tinygrad's own executor in the variants);
 - host: drawing a batch (seeded generator, gather) and writing it into the input buffers, per step;
@@ -59,16 +59,23 @@ def timed(fn: Callable[[], Any], calls: int) -> float:
     return float(np.median(times))
 
 
-def kernel_times(fn: Callable[[], Any]) -> list[tuple[str, float, int]]:
-    """(name, seconds, GFLOPS) of every kernel one call of `fn` runs, from tinygrad's DEBUG=2 lines."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), Context(DEBUG=2):
-        fn()
-    rows = []
-    for line in out.getvalue().splitlines():
-        if match := KERNEL_LINE.search(ANSI.sub("", line)):
-            rows.append((match[1], float(match[2]) * UNIT[match[3]], int(match[4])))
-    return rows
+def kernel_times(fn: Callable[[], Any], calls: int) -> list[tuple[str, float, int]]:
+    """(name, seconds, GFLOPS) of every kernel a call of `fn` runs, from tinygrad's DEBUG=2 lines: each kernel's
+    median over `calls` calls (one call alone is at the mercy of a shared machine)."""
+    runs = []
+    for _ in range(calls):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), Context(DEBUG=2):
+            fn()
+        rows = []
+        for line in out.getvalue().splitlines():
+            if match := KERNEL_LINE.search(ANSI.sub("", line)):
+                rows.append((match[1], float(match[2]) * UNIT[match[3]], int(match[4])))
+        runs.append(rows)
+    return [
+        (kernel[0][0], float(np.median([k[1] for k in kernel])), int(np.median([k[2] for k in kernel])))
+        for kernel in zip(*runs, strict=True)
+    ]
 
 
 def profile(model_name: str, batch: int, steps: int, variants: bool) -> dict[str, Any]:
@@ -89,7 +96,7 @@ def profile(model_name: str, batch: int, steps: int, variants: bool) -> dict[str
 
     host()
     step_s = timed(step, steps)
-    kernels = kernel_times(step.via_tinygrad)
+    kernels = kernel_times(step.via_tinygrad, max(3, min(20, steps // 10)))
     kernel_s = sum(t for _, t, _ in kernels)
     result: dict[str, Any] = {
         "event": "step_profile",
@@ -194,7 +201,7 @@ def benchmark(ws: Workspace) -> Report:
     cache = str(ws.scratch("profile-cache") / "cache.db")
     plan = [("mlp", 30 if ws.options.quick else 300)]
     if not ws.options.quick:
-        plan.append(("convnet", 5))
+        plan.append(("convnet", 8))
     details: dict[str, Any] = {}
     for model, steps in plan:
         for opts in ("on", "off"):
@@ -226,8 +233,9 @@ def benchmark(ws: Workspace) -> Report:
             "(these two with tinygrad's executor and heuristics)".format(**ms)
         )
     report.notes += [
-        "kernel time: one step under DEBUG=2, each kernel run and timed on its own; 'launch + Python' is the step's "
-        "wall time less that sum; 'batch on host' draws the seeded indices, gathers and writes the batch.",
+        "kernel time: each kernel's median over several steps under DEBUG=2 (run and timed on its own), summed; "
+        "'launch + Python' is the step's wall time less that sum; 'batch on host' draws the seeded indices, gathers "
+        "and writes the batch.",
         "kernel options on: the BEAM-found options shipped in trainer_tinygrad/kernel_opts.json; off: tinygrad's "
         "heuristics only (TRAINER_KERNEL_OPTS=0).",
     ]
