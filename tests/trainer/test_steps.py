@@ -92,3 +92,16 @@ def test_the_prepared_launch_list_computes_exactly_what_tinygrads_executor_does(
     listed, executed = train(step), train(step.via_tinygrad)
     assert all(a.tobytes() == b.tobytes() for a, b in zip(listed, executed, strict=True))
     assert not all(np.array_equal(a, b) for a, b in zip(listed, start, strict=True))  # it did train
+
+
+def test_the_step_cache_keeps_the_most_recently_used_files(tmp_path: Path) -> None:
+    import os
+
+    from trainer_tinygrad import step_cache
+
+    for age, name in enumerate(["e", "d", "c", "b", "a"]):
+        (tmp_path / f"{name}.pkl").write_bytes(b"x")
+        os.utime(tmp_path / f"{name}.pkl", (1000 - age, 1000 - age))
+    (tmp_path / "notes.txt").write_text("not a step")
+    step_cache.prune(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pkl", "d.pkl", "e.pkl", "notes.txt"]

@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 ENV = "TRAINER_STEP_CACHE"
 #: Bumped when what a pickled step holds changes shape.
 FORMAT = 1
+#: Files kept: the least recently used beyond this are removed when a step is saved (each is 0.2-2 MB).
+KEEP = 200
 
 
 def folder() -> Path | None:
@@ -49,7 +51,9 @@ def load(name: str) -> Any | None:
     if root is None or not (root / name).is_file():
         return None
     try:
-        return pickle.loads((root / name).read_bytes())  # our own cache folder, written by save()
+        jit = pickle.loads((root / name).read_bytes())  # our own cache folder, written by save()
+        os.utime(root / name)  # recently used: kept by prune()
+        return jit
     except Exception as e:  # a file from an older tinygrad, or truncated by a full disk: compile instead
         log.warning("step cache: ignoring %s (%s: %s)", root / name, type(e).__name__, e)
         return None
@@ -63,10 +67,25 @@ def save(name: str, jit: Any) -> Path | None:
     try:
         root.mkdir(parents=True, exist_ok=True)
         files.write_atomic(root / name, pickle.dumps(jit, protocol=pickle.HIGHEST_PROTOCOL))
+        prune(root)
     except OSError as e:  # a read-only or full cache folder costs the next run its compile time, nothing more
         log.warning("step cache: cannot write %s (%s)", root / name, e)
         return None
     return root / name
+
+
+def prune(root: Path, keep: int = KEEP) -> None:
+    """Remove the least recently used steps beyond `keep` (every code change makes new keys; old ones are dead)."""
+    steps = sorted(root.glob("*.pkl"), key=_mtime, reverse=True)
+    for stale in steps[keep:]:
+        stale.unlink(missing_ok=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed meanwhile by another run's prune
+        return 0.0
 
 
 def cpu_model() -> str:

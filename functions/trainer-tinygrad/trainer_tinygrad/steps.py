@@ -57,7 +57,7 @@ class Input:
         self.buffer = buf.ensure_allocated()
         self.np_dtype = np.float32 if dtype == dtypes.float32 else np.int32
         self.view: np.ndarray | None = None
-        if hasattr(self.buffer.allocator, "_as_buffer"):  # host memory (CPU): write in place, no copy
+        if self.buffer.device.split(":", maxsplit=1)[0] == "CPU":  # host memory: write in place, no copy
             memory = self.buffer.as_memoryview(force_zero_copy=True)
             self.view = np.frombuffer(memory, dtype=self.np_dtype).reshape(shape)
 

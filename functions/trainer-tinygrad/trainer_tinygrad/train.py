@@ -22,7 +22,7 @@ from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
 from trainer_tinygrad import checkpoints
-from trainer_tinygrad.models import Model, architecture, build_model
+from trainer_tinygrad.models import Model, architecture, build_model, initial_state
 from trainer_tinygrad.protocol import EventWriter, tinygrad_version
 from trainer_tinygrad.steps import Evaluator, TrainStep, prepare
 
@@ -53,14 +53,15 @@ class Data(Protocol):
 
 
 def initial_model(config: Mapping[str, Any], shape: tuple[int, ...], classes: int) -> Model:
-    """The model a run starts from: tinygrad's generator seeded with the run's seed, then the layers built.
+    """The model a run starts from: the layers built, their weights set from `initial_state` (the run's seed).
 
-    Realized here, on its own: left lazy, the random init would be fused into the first step's kernels, where the
-    compiler may round it differently, and "the initial weights" would not be one set of bits.
+    Realized here, on its own, so "the initial weights" are one set of bits before any training kernel runs.
     """
-    Tensor.manual_seed(int(config["seed"]))
     model = build_model(config["model"], shape, classes)
-    Tensor.realize(*get_state_dict(model).values())
+    state = get_state_dict(model)
+    for name, value in initial_state(model, int(config["seed"])).items():
+        state[name].replace(Tensor(value, device=state[name].device).contiguous())
+    Tensor.realize(*state.values())
     return model
 
 
