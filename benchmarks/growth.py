@@ -49,7 +49,7 @@ def benchmark(ws: Workspace) -> Report:
                 model, batch_size=batch, steps=steps, log_every=log_every, checkpoint_every=steps, eval_samples=100
             )
             runs: dict[str, list[RunFigures]] = {"tinygrad": [], TORCH_1: [], BEFORE: []}
-            for _ in range(1 if ws.options.quick or model == "convnet" else 2):
+            for _ in range(1 if ws.options.quick else 2):
                 runs["tinygrad"].append(run_tinygrad(ws, config, 1.0, env={"CACHEDB": cache}))
                 if ws.options.before:
                     runs[BEFORE].append(run_tinygrad(ws, config, 1.0, env={"CACHEDB": before_cache}, before=True))
@@ -74,7 +74,7 @@ def benchmark(ws: Workspace) -> Report:
                 report.status = "partial"
                 report.notes.append(f"{f.framework} {model} batch {batch} failed: {f.error}")
     report.notes += [
-        "mlp: 300 steps a run, median of 2 interleaved runs per side; convnet: 8 steps, one run per side. Steady "
+        "mlp: 300 steps a run, convnet 8; medians of 2 interleaved runs per side. Steady "
         "samples/s between metric lines; Fashion-MNIST, Adam 1e-3, the same seeded batches on both sides.",
         "tuned kernels: whether the step's big kernels have BEAM-found options shipped for that model and batch size "
         "(the `configs` of trainer_tinygrad/kernel_opts.json); elsewhere tinygrad's heuristics.",

@@ -23,10 +23,11 @@ def test_a_second_run_loads_its_steps_and_trains_bit_for_bit_like_the_first(data
     first = run_trainer(spec(**SHORT), tmp_path / "a", data_dir, env=env)
     second = run_trainer(spec(**SHORT), tmp_path / "b", data_dir, env=env)
     uncached = run_trainer(spec(**SHORT), tmp_path / "c", data_dir, env={"TRAINER_STEP_CACHE": "off"})
+    unjitted = run_trainer(spec(**SHORT), tmp_path / "d", data_dir, env={"JIT": "0"})  # tinygrad's debug mode
     assert first.events[0]["step_cache_hit"] is False and second.events[0]["step_cache_hit"] is True
     assert first.events[0]["step_cache"] == str(tmp_path / "steps") and uncached.events[0]["step_cache"] is None
     assert len(list((tmp_path / "steps").glob("*.pkl"))) == 2  # the training step and the evaluation
-    assert curve(first.events) == curve(second.events) == curve(uncached.events)
+    assert curve(first.events) == curve(second.events) == curve(uncached.events) == curve(unjitted.events)
     assert len(curve(first.events)) == 6
 
 

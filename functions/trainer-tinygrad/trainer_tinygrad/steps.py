@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from tinygrad import Device, Tensor, TinyJit, dtypes
 from tinygrad.device import Buffer
-from tinygrad.helpers import Context
+from tinygrad.helpers import JIT, Context
 from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
@@ -119,6 +119,8 @@ class Compiled:
                     function(*args)
             return self.jit.captured.ret
         if self._buffers is None:
+            if not JIT:  # tinygrad's JIT turned off (JIT=0, for debugging): the function runs op by op every time
+                return self.jit(*self.batch, self.state)
             if self.jit.captured is None:
                 raise RuntimeError("a step runs only once captured or loaded")
             result = self.jit(*self.batch, self.state)  # TinyJit's own path: checks shapes, dtypes and devices
@@ -215,7 +217,7 @@ class Evaluator(Compiled):
 
     def __call__(self) -> Evaluation:
         """Evaluate the model as it is now (capturing the kernels first if nothing did)."""
-        if self.jit.captured is None:
+        if self.jit.captured is None and JIT:
             self.capture()
         total, correct, n = 0.0, 0, len(self.images)
         for start in range(0, n, self.batch_size):
@@ -261,7 +263,7 @@ def prepare(step: TrainStep, evaluator: Evaluator, config: Mapping[str, Any], cl
     }
     hits = {}
     for kind, compiled in (("train", step), ("eval", evaluator)):
-        jit = step_cache.load(names[kind])
+        jit = step_cache.load(names[kind]) if JIT else None  # JIT=0: nothing is captured, nothing cached
         hits[kind] = jit is not None
         if jit is not None:
             compiled.load(jit)
@@ -275,7 +277,7 @@ def prepare(step: TrainStep, evaluator: Evaluator, config: Mapping[str, Any], cl
         if saved:
             Tensor.realize(*(t.assign(Tensor(value, device=t.device, dtype=t.dtype)) for t, value in saved))
         for kind, compiled in (("train", step), ("eval", evaluator)):
-            if not hits[kind]:
+            if not hits[kind] and compiled.jit.captured is not None:
                 compiled.jit.captured.free_intermediates()  # pickle the kernels, not the activations
                 step_cache.save(names[kind], compiled.jit)
     seconds = time.perf_counter() - began
