@@ -34,6 +34,11 @@ def main(argv: list[str] | None = None) -> int:
         "--before", metavar="REV",
         help="also run the training function as it was at this git revision, side by side (training, growth)",
     )  # fmt: skip
+    parser.add_argument(
+        "--levers", metavar="GROUP,...", default="",
+        help="levers: run only these groups (kernel_opts, step_cache, llvm, hcq2, threads, host_syncs, jit, "
+        "winograd, batch_sizes); the others' rows are carried over from the saved results",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         selected = select(args.names)
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         convnet_steps=args.convnet_steps,
         convnet_accuracy_budget_s=args.convnet_budget,
         before=args.before,
+        levers=tuple(g for g in args.levers.split(",") if g),
     )
     out = args.out or (Path(tempfile.gettempdir()) / "trainer-tinygrad-bench-quick" if args.quick else RESULTS_DIR)
     return run(selected, options, out)

@@ -17,6 +17,7 @@ the environment), interleaved with its baseline and repeated; the table gives me
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from typing import Any
 
 from benchmarks.machine import torch_available
 from benchmarks.measurements import median, ratio
-from benchmarks.results import Report
+from benchmarks.results import RESULTS_DIR, Report
 from benchmarks.training import RunFigures, run_tinygrad, run_torch, spec_for
 from benchmarks.workspace import Workspace
 
@@ -92,9 +93,22 @@ def _variants(
     return [_row(lever, name, figures, base) for name, figures in runs.items()], runs
 
 
+#: Lever groups (`--levers` picks some) and the `lever` column of their rows.
+GROUPS = {
+    "kernel_opts": ("kernel options",), "step_cache": ("step cache",), "llvm": ("backend",), "hcq2": ("runtime",),
+    "threads": ("threads",), "host_syncs": ("host syncs",), "jit": ("JIT",), "winograd": ("Winograd conv",),
+    "batch_sizes": ("batch size (tinygrad)", "batch size (torch, 1 thread)"),
+}  # fmt: skip
+
+
 def benchmark(ws: Workspace) -> Report:
-    """Run the lever measurements; returns the report."""
+    """Run the lever measurements (all groups, or those `--levers` names); returns the report.
+
+    With `--levers`, the other groups' rows are carried over from the saved `levers.json`, marked in the notes."""
     opts = ws.options
+    wanted = set(opts.levers) or set(GROUPS)
+    if unknown := wanted - set(GROUPS):
+        raise ValueError(f"unknown lever groups {sorted(unknown)}; choose from {sorted(GROUPS)}")
     report = Report("levers", "The speed push: tinygrad's levers on the training function", COLUMNS)
     cache = str(ws.scratch("lever-cache") / "cache.db")
     repeats = 1 if opts.quick else opts.repeats
@@ -108,6 +122,8 @@ def benchmark(ws: Workspace) -> Report:
     details: dict[str, Any] = {}
 
     def lever(key: str, name: str, config: dict[str, Any], variants: dict[str, Variant], **kw: Any) -> None:
+        if not any(key == g or key.startswith(f"{g}_") for g in wanted):
+            return
         rows, runs = _variants(ws, name, config, variants, cache=cache, baseline=next(iter(variants)), **kw)
         report.rows.extend(rows)
         details[key] = _dump(runs)
@@ -136,7 +152,7 @@ def benchmark(ws: Workspace) -> Report:
               {"default (one core)": ({}, {}), "NUM_CPU_THREADS=1": ({}, {"NUM_CPU_THREADS": "1"}),
                "pieces in parallel (2 threads)": ({}, {})},
               repeats=n, module={"pieces in parallel (2 threads)": "benchmarks.threaded_trainer"})  # fmt: skip
-        if torch_available():
+        if torch_available() and "threads" in wanted:
             torch_runs = {t: [run_torch(ws, config, 0.85, threads=t) for _ in range(n)] for t in (1, 2)}
             base = next(r for r in report.rows if r["lever"] == "threads" and r["model"] == label)["samples_per_s"]
             report.rows += [
@@ -146,10 +162,28 @@ def benchmark(ws: Workspace) -> Report:
     lever("host_syncs", "host syncs", mlp,
           {"log_every 10 (default)": ({}, {}), "log_every 1": ({"log_every": 1}, {}),
            "log_every 100": ({"log_every": min(100, steps // 3)}, {})}, repeats=repeats)  # fmt: skip
-    lever("jit", "JIT", mlp, {"TinyJit (default)": ({}, {}), "JIT=0": ({}, {"JIT": "0"})}, repeats=repeats)
+    lever("jit", "JIT", mlp, {"TinyJit (default)": ({}, {}), "JIT=0": ({}, {"JIT": "0"})}, repeats=min(2, repeats))
     lever("winograd", "Winograd conv", conv, {"off (default)": ({}, {}), "WINO=1": ({}, {"WINO": "1"})}, repeats=1)
-    report.rows += _batch_sizes(ws, cache, repeats, details)
+    if "batch_sizes" in wanted:
+        report.rows += _batch_sizes(ws, cache, repeats, details)
+    if wanted != set(GROUPS):
+        _carry_over(report, details, set(GROUPS) - wanted)
     return _finish(report, details, steps, repeats)
+
+
+def _carry_over(report: Report, details: dict[str, Any], groups: set[str]) -> None:
+    """The rows (and details) of `groups` from the last saved full or partial run, so the table stays whole."""
+    saved = RESULTS_DIR / "levers.json"
+    if not saved.is_file():
+        return
+    previous = json.loads(saved.read_text(encoding="utf-8"))
+    names = {name for g in groups for name in GROUPS[g]}
+    carried = [row for row in previous["rows"] if row["lever"] in names]
+    report.rows += carried
+    details.update({k: v for k, v in previous.get("details", {}).items() if k.split("_torch")[0] not in details})
+    if carried:
+        levers = ", ".join(sorted({row["lever"] for row in carried}))
+        report.notes.append(f"carried over from the run of {previous['finished_at']}: {levers}")
 
 
 def _finish(report: Report, details: dict[str, Any], steps: int, repeats: int) -> Report:

@@ -29,6 +29,7 @@ class Options:
     convnet_accuracy_budget_s: float = 900  # per framework, for time to 89%; 0 skips it
     sse_subscribers: tuple[int, ...] = (1, 100, 1000)
     before: str | None = None  # a git revision whose training function runs beside this one ("before" rows)
+    levers: tuple[str, ...] = ()  # lever groups to run (all when empty); the others are carried over
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON object."""
