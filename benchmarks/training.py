@@ -318,7 +318,7 @@ def benchmark(ws: Workspace) -> Report:
     if not opts.quick and opts.convnet_steps > 0:
         # convnet throughput: short runs, evaluation only at the end on 1000 images.
         conv = spec_for("convnet", steps=opts.convnet_steps, checkpoint_every=opts.convnet_steps, eval_samples=1000)
-        conv_runs = compare(ws, "convnet", conv, 2)
+        conv_runs = compare(ws, "convnet", conv, 2, torch_1_thread=True)
         conv_evals = {fw: eval_speed(ws, fw, "convnet", 2000, 3) for fw in _frameworks()}
         report.rows += summarise("convnet", conv_runs, conv_evals)
         details["convnet"] = {"config": conv, "runs": _dump(conv_runs), "eval": conv_evals, "raw": conv_runs}
