@@ -1,6 +1,6 @@
 """Where one training step's time goes: kernels, kernel launches, host work; measured in a child process per model.
 
-    python -m benchmarks.step_profile --model mlp [--batch 128] [--steps 200] [--variants]
+    python -m benchmarks.step_profile --model mlp [--batch 128] [--steps 200] [--variants] [--data-dir DIR]
 
 Prints one JSON line. What it measures, on the training function's own compiled step (`trainer_tinygrad.steps`):
 - step: the step called as the trainer calls it and synchronized, median over `--steps` calls;
@@ -25,6 +25,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -78,9 +79,9 @@ def kernel_times(fn: Callable[[], Any], calls: int) -> list[tuple[str, float, in
     ]
 
 
-def profile(model_name: str, batch: int, steps: int, variants: bool) -> dict[str, Any]:
+def profile(model_name: str, batch: int, steps: int, variants: bool, data_dir: Path | None) -> dict[str, Any]:
     """Everything above for one model; a JSON-able dict."""
-    data = load_dataset("fashion-mnist", DatasetCache())
+    data = load_dataset("fashion-mnist", DatasetCache(data_dir))
     config = resolve_config({"model": model_name, "batch_size": batch}, "fashion-mnist")
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     model = initial_model(config, shape, data.num_classes)
@@ -206,6 +207,7 @@ def benchmark(ws: Workspace) -> Report:
     for model, steps in plan:
         for opts in ("on", "off"):
             argv = [ws.python, "-m", "benchmarks.step_profile", "--model", model, "--steps", str(steps)]
+            argv += ["--data-dir", str(ws.data_dir)]
             if model == "mlp" and opts == "on" and not ws.options.quick:
                 argv.append("--variants")
             run = run_child(argv, env=ws.env(CACHEDB=cache, TRAINER_KERNEL_OPTS="1" if opts == "on" else "0"))
@@ -250,8 +252,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--variants", action="store_true")
+    parser.add_argument("--data-dir", type=Path, help="dataset cache (default: the trainer's default)")
     args = parser.parse_args(argv)
-    print(json.dumps(profile(args.model, args.batch, args.steps, args.variants)), flush=True)
+    print(json.dumps(profile(args.model, args.batch, args.steps, args.variants, args.data_dir)), flush=True)
     return 0
 
 

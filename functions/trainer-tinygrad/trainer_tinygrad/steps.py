@@ -3,8 +3,9 @@
 Everything a step reads or writes besides its batch (weights, BatchNorm statistics, the optimizer's state and
 learning rate) is passed to the JIT as an input, so a captured step holds no value of its own: it pickles, and a later
 run of the same shapes loads it from the step cache instead of scheduling and compiling again (`step_cache`). After
-its first call a step runs the captured kernels directly over the same input buffers: TinyJit's per-call check of
-its inputs costs ~35 us per input, more than half a millisecond on an mlp step of ~1.5 ms.
+its first call a step skips TinyJit's per-call check of its inputs (~35 us per input) and, on the CPU, tinygrad's
+executor too (~15 us per kernel): the captured kernels are called as a prepared list of C calls (`launches`),
+0.8 ms for an mlp step that took 1.8 ms through TinyJit (BENCHMARKS.md, Profile).
 
 Batches are written straight into the input buffers' memory where the device shares it with the host (the CPU);
 elsewhere they are copied in.
@@ -134,9 +135,7 @@ class Compiled:
         return self.jit.captured(self._buffers, {})
 
 
-def launches(
-    captured: Any, inputs: list[Any]
-) -> list[tuple[Callable[..., None], list[tuple[ctypes.c_uint64, ...]]]] | None:
+def launches(captured: Any, inputs: list[Any]) -> list[Launch] | None:
     """The captured kernels as (C function, argument tuples) for the CPU, or None where that does not apply.
 
     tinygrad's executor spends ~13 us of Python per kernel launch (resolving buffers, launch sizes, ctypes
