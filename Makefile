@@ -14,7 +14,7 @@ export DEV ?= CPU
 .PHONY: setup system-deps datasets steps serve verify test bench lint clean help
 
 help:
-	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite"
+	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite, gate, write the evidence pack"
 	@echo "make test    the whole test suite through tox (server, trainer, conformance, ruff, mypy)"
 	@echo "make setup   .venv with both packages, clang, Fashion-MNIST imported and verified, default steps compiled"
 	@echo "make serve   the reference server on $(HOST):$(PORT), evidence under ./$(EVIDENCE_DIR)"
@@ -30,7 +30,7 @@ $(STAMP): pyproject.toml functions/trainer-tinygrad/pyproject.toml conformance/p
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check \
-		-e ./functions/trainer-tinygrad -e '.[dev]' -e ./conformance
+		-e ./functions/trainer-tinygrad -e '.[dev,ray]' -e ./conformance
 	@touch $@
 
 datasets: $(STAMP)
@@ -44,11 +44,16 @@ steps: $(STAMP)
 serve: setup
 	$(BIN)/python -m reference_server --host $(HOST) --port $(PORT) --evidence-dir $(EVIDENCE_DIR)
 
+EXECUTOR ?= local
 verify: setup
+ifeq ($(EXECUTOR),ray)
+	@scripts/loopback-only $(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR) --executor ray
+else
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
+endif
 
 test: setup
-	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,py
+	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,openapi-client,py,ray
 
 bench: setup
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt

@@ -1,8 +1,9 @@
 """Benchmark 3: SSE fan-out to 1, 100 and 1,000 subscribers of one live run.
 
 All subscribers live in ONE client process: raw asyncio streams (no HTTP library per event), HTTP/1.1 with chunked
-decoding, a minimal SSE parser. They subscribe to the live feed (`GET /api/events/training`, every run, live only)
-before the run is POSTed, so every event they see is live. Latency = arrival at the client (time.time()) minus the
+decoding and the suite's WHATWG decoder (trainer_conformance.raw_stream, shared with scripts/load_sse.py). They
+subscribe to the live feed (`GET /api/events/training`, every run, live only) before the run is POSTed, so every
+event they see is live. Latency = arrival at the client (time.time()) minus the
 event's `time` (the moment the server recorded it), same host clock. The client shares the 2 cores with the server
 and the trainer: at 1,000 subscribers its own CPU is part of what the latency shows (its CPU time is reported).
 """
@@ -19,6 +20,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from trainer_conformance.raw_stream import RawEventStream
+from trainer_conformance.sse import ServerSentEvent
 
 from benchmarks.measurements import percentile
 from benchmarks.results import Report
@@ -65,61 +68,38 @@ class Subscriber:
         self.error: str | None = None
 
     async def run(self) -> None:
-        """Connect, read the response head, then parse events until `end` of our run or the connection closes."""
+        """Connect, read the response head, then take events until `end` of our run or the connection closes."""
         try:
-            reader, writer = await asyncio.open_connection(self.host, self.port, limit=1 << 20)
-        except OSError as e:
+            stream = await RawEventStream.open(self.host, self.port, self.path)
+        except (OSError, asyncio.IncompleteReadError) as e:
             self.error = f"connect: {e}"
             self.subscribed.set()
             return
         try:
-            request = f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nAccept: text/event-stream\r\n\r\n"
-            writer.write(request.encode())
-            head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1")
-            if " 200 " not in head.split("\r\n", 1)[0]:
-                self.error = head.split("\r\n", 1)[0]
+            if stream.status != 200:
+                self.error = stream.status_line
                 return
             self.subscribed.set()
-            chunked = "transfer-encoding: chunked" in head.lower()
-            await self._read(reader, chunked)
-        except (OSError, asyncio.IncompleteReadError) as e:
+            async for arrived, event in stream.events():
+                self._event(event, arrived)
+                if self.ended.is_set():
+                    return
+        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
             self.error = self.error or f"{type(e).__name__}: {e}"
         finally:
             self.subscribed.set()
-            writer.close()
+            await stream.close()
 
-    async def _read(self, reader: asyncio.StreamReader, chunked: bool) -> None:
-        buffer = b""
-        while not self.ended.is_set():
-            if chunked:
-                size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
-                if size == 0:
-                    return
-                data = await reader.readexactly(size + 2)
-                data = data[:-2]
-            else:
-                data = await reader.read(65536)
-                if not data:
-                    return
-            arrived = time.time()
-            buffer += data
-            while b"\n\n" in buffer:
-                block, buffer = buffer.split(b"\n\n", 1)
-                self._event(block, arrived)
-
-    def _event(self, block: bytes, arrived: float) -> None:
-        for line in block.split(b"\n"):
-            if line.startswith(b"data:"):
-                # Every event counts: the live feed carries only the one run POSTed while we listen, and its first
-                # events can arrive before the POST's answer tells us its id (checked afterwards).
-                event = json.loads(line[5:])
-                self.runs.add(str(event.get("run_id")))
-                self.latencies.append(arrived - event_time(event["time"]))
-                self.arrivals.append(arrived)
-                self.ids.add(int(event["id"]))
-                if event.get("type") == "end":
-                    self.ended.set()
-                return
+    def _event(self, sse: ServerSentEvent, arrived: float) -> None:
+        # Every event counts: the live feed carries only the one run POSTed while we listen, and its first events
+        # can arrive before the POST's answer tells us its id (checked afterwards).
+        event = json.loads(sse.data)
+        self.runs.add(str(event.get("run_id")))
+        self.latencies.append(arrived - event_time(event["time"]))
+        self.arrivals.append(arrived)
+        self.ids.add(int(event["id"]))
+        if event.get("type") == "end":
+            self.ended.set()
 
 
 async def fan_out(url: str, n: int, request: dict[str, Any], server: ReferenceServer) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 
 from benchmarks.workspace import REPO_ROOT, Workspace
-from reference_server.launcher import LaunchedServer, launch
+from tooling.launcher import LaunchedServer, launch
 
 _CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}

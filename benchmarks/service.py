@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 import httpx
+from trainer_conformance.sse import SSEDecoder
 
 from benchmarks.measurements import median, ratio
 from benchmarks.results import Report
@@ -32,11 +33,12 @@ def follow_to_end(client: httpx.Client, run_id: str, timeout: float = 600) -> tu
     """Read the run's event stream until `end`; (perf_counter at `end`, every event's data object)."""
     events: list[dict[str, Any]] = []
     deadline = time.monotonic() + timeout
+    decoder = SSEDecoder()
     with client.stream("GET", "/api/events/training", params={"run_id": run_id}, timeout=timeout) as response:
         response.raise_for_status()
-        for line in response.iter_lines():
-            if line.startswith("data:"):
-                event = json.loads(line[5:].strip())
+        for chunk in response.iter_raw():
+            for sse in decoder.feed(chunk):
+                event = json.loads(sse.data)
                 events.append(event)
                 if event.get("type") == "end":
                     return time.perf_counter(), events

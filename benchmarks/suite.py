@@ -15,6 +15,7 @@ from benchmarks import (
     fanout,
     growth,
     levers,
+    scale,
     service,
     starts,
     step_profile,
@@ -51,6 +52,7 @@ BENCHMARKS = [
     Benchmark("profile", "where one mlp step and one convnet step spend their time", step_profile.benchmark,
               cheap=True),
     Benchmark("levers", "the speed push: each tinygrad lever measured on the training function", levers.benchmark),
+    Benchmark("scale", "1, 2 and 4 concurrent runs on the local executor and on Ray", scale.benchmark),
 ]  # fmt: skip
 ORDER = [b.name for b in BENCHMARKS]
 

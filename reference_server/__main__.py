@@ -18,6 +18,7 @@ from tornado.httpserver import HTTPServer
 from tornado.netutil import bind_sockets
 
 from .app import Service
+from .assets import AssetError
 from .evidence import EvidenceError, FolderLocked
 from .evidence.audit import main as verify_main
 from .provenance import ServiceProvenance
@@ -54,7 +55,13 @@ async def serve(settings: Settings) -> int:
     except OSError as exc:
         print(f"reference_server: cannot listen on {settings.host}:{settings.port}: {exc.strerror}", file=sys.stderr)
         return 2
-    service = Service.build(settings, identity)
+    try:
+        service = Service.build(settings, identity)
+    except (ConfigError, AssetError) as exc:  # AssetError: a dashboard file is not the bytes it was shipped as
+        for sock in bound:
+            sock.close()
+        print(f"reference_server: {exc}", file=sys.stderr)
+        return 2
     try:
         report = await service.start()
     except (FolderLocked, EvidenceError) as exc:
@@ -62,6 +69,12 @@ async def serve(settings: Settings) -> int:
             sock.close()
         print(f"reference_server: {exc}", file=sys.stderr)
         return 2
+    if report.reattached:
+        log.info(
+            "%d run(s) trained on without the server; following them again: %s",
+            len(report.reattached),
+            ", ".join(report.reattached),
+        )
     if report.interrupted:
         log.warning(
             "%d run(s) were active when the server last stopped; now interrupted: %s",

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import os
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tornado.web import Application, RequestHandler, URLSpec
 
-from . import routes
+from . import access, routes
+from .assets import Assets, bundled
+from .dashboard import PAGES
 from .datasets import DatasetCatalog
 from .events import EventLog
 from .evidence import EvidenceStore, FolderLock
+from .executors import Executor
 from .executors.local import LocalExecutor
 from .handlers import (
+    AssetHandler,
     CancelHandler,
     CheckpointFileHandler,
     CheckpointsHandler,
@@ -36,27 +42,46 @@ from .handlers import (
     MetricsHandler,
     NotFoundHandler,
     OpenApiHandler,
+    PageHandler,
     Policy,
     ReadyHandler,
     ResumeHandler,
     RunHandler,
     RunMetricsHandler,
     RunsHandler,
+    SessionHandler,
+    VerificationFileHandler,
+    VerificationHandler,
+    VerificationsHandler,
 )
 from .health import Readiness
 from .journal import RunJournal
 from .provenance import ServiceProvenance
-from .recovery import RecoveryReport, recover
+from .recovery import RecoveryReport, recover, settle_unended
 from .runs import RunLimits, RunManager
 from .schemas import Contract, default_contract
-from .settings import Settings
+from .settings import ConfigError, Settings
 from .telemetry import Telemetry
+from .verification import VerificationReports
 
 log = logging.getLogger(__name__)
 access_log = logging.getLogger("reference_server.access")
 
 #: How often end evidence that a full disk refused is tried again.
 PENDING_RETRY_S = 5.0
+
+
+def make_executor(settings: Settings, data_dir: Path, env: Mapping[str, str]) -> Executor:
+    """The executor the settings name (Ray is imported only when chosen); ConfigError when it cannot be used."""
+    if settings.executor == "ray":
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("--executor ray needs Ray: pip install 'trainer-tinygrad-server[ray]' (make setup does)")
+        from .executors.ray_cluster import RayExecutor
+
+        return RayExecutor(settings.ray_address, data_dir=data_dir, env=env, cpus_per_run=settings.ray_cpus_per_run)
+    return LocalExecutor(
+        settings.resolved_work_dir(), data_dir, env=env, python=sys.executable, nice=settings.trainer_nice
+    )
 
 
 @dataclass
@@ -70,11 +95,13 @@ class Service:
     events: EventLog
     journal: RunJournal
     catalog: DatasetCatalog
-    executor: LocalExecutor
+    executor: Executor
     manager: RunManager
     readiness: Readiness
     telemetry: Telemetry
     lock: FolderLock
+    assets: Assets
+    reports: VerificationReports
     env: dict[str, str] = field(default_factory=dict)
     streams: set[RequestHandler] = field(default_factory=set)
     _retry_task: asyncio.Task[None] | None = None
@@ -91,13 +118,12 @@ class Service:
         env = dict(os.environ if env is None else env)
         identity = identity or ServiceProvenance.detect(env)
         contract = contract or default_contract()
-        store = EvidenceStore(settings.evidence_dir, contract)
-        events = EventLog(store, max_subscribers=settings.max_sse_subscribers)
+        assets = bundled()  # AssetError when a vendored file is not the bytes its record names
+        store = EvidenceStore(settings.evidence_dir, contract, assets)
+        events = EventLog(store, max_subscribers=settings.max_sse_subscribers, cache_runs=settings.event_cache_runs)
         journal = RunJournal(store, events)
         catalog = DatasetCatalog(settings.data_dir)
-        executor = LocalExecutor(
-            settings.resolved_work_dir(), catalog.root, env=env, python=sys.executable, nice=settings.trainer_nice
-        )
+        executor = make_executor(settings, catalog.root, env)
         manager = RunManager(
             store,
             events,
@@ -105,7 +131,13 @@ class Service:
             catalog=catalog,
             identity=identity,
             executor=executor,
-            limits=RunLimits(settings.max_concurrent_runs, settings.max_queued_runs, settings.cancel_grace_s),
+            limits=RunLimits(
+                settings.max_concurrent_runs,
+                settings.max_queued_runs,
+                settings.cancel_grace_s,
+                auto_resume=settings.auto_resume,
+                max_auto_resumes=settings.max_auto_resumes,
+            ),
         )
         readiness = Readiness(
             store,
@@ -117,6 +149,7 @@ class Service:
             pending_ends=lambda: len(journal.pending),
         )
         manager.device = readiness.device_name
+        events.on_evict = manager.compact
         telemetry = Telemetry()
         lock = FolderLock(store.training)
         service = cls(
@@ -132,59 +165,63 @@ class Service:
             readiness,
             telemetry,
             lock,
+            assets,
+            VerificationReports(settings.evidence_dir, contract),
             env,
         )
         service._register_metrics()
         return service
 
     def _register_metrics(self) -> None:
-        m, t = self.manager, self.telemetry
-        t.add("trainer_runs", "Runs by status", "gauge", lambda: [({"status": s}, n) for s, n in m.counts().items()])
-        t.add(
-            "trainer_steps_trained_total",
-            "Optimizer steps trained, summed over every run this server knows",
-            "counter",
-            lambda: [({}, sum(r.step for r in m.runs.values()))],
+        m = self.manager
+        self.events.observers.append(self.telemetry.observe_event)
+
+        def free_bytes() -> int:
+            try:
+                return self.store.free_bytes()
+            except OSError:
+                return 0
+
+        self.telemetry.watch(
+            lambda: {
+                "runs": m.counts(),
+                "queued": m.queued,
+                "active": m.active,
+                "subscribers": self.events.subscribers,
+                "damaged": len(m.damaged),
+                "free_bytes": free_bytes(),
+                "logs_in_memory": self.events.in_memory,
+            }
         )
-        t.add("trainer_runs_queued", "Runs waiting for a training slot", "gauge", lambda: [({}, m.queued)])
-        t.add("trainer_runs_active", "Training processes alive", "gauge", lambda: [({}, m.active)])
-        t.add(
-            "trainer_sse_subscribers", "Open event-stream connections", "gauge", lambda: [({}, self.events.subscribers)]
-        )
-        t.add(
-            "trainer_events_total",
-            "Run events published since this server started",
-            "counter",
-            lambda: [({}, self.events.appended_total)],
-        )
-        t.add(
-            "trainer_evidence_damaged_runs",
-            "Run folders whose evidence recovery could not trust",
-            "gauge",
-            lambda: [({}, len(m.damaged))],
-        )
-        started = time.time()
-        t.add("trainer_process_start_time_seconds", "Server start, Unix time", "gauge", lambda: [({}, started)])
 
     async def start(self) -> RecoveryReport:
         """Take the evidence folder (FolderLocked when another server has it), rebuild runs from it (active ones
         become `interrupted`), start the executor probe and the retry of end evidence a full disk refused."""
         self.lock.acquire(self.identity.commit)
         self.store.prepare()
-        report = await recover(self.store, self.events, self.journal, self.manager.register, self.executor.forget)
+        connect = getattr(self.executor, "connect", None)
+        if connect is not None:  # a cluster: connected (or found unreachable) before runs are looked for on it
+            await connect()
+        report = await recover(self.store, self.events, self.journal, self.manager, self.executor)
         self.manager.damaged.update(report.damaged)
+        self.events.trim()  # recovery read every log; only the cache's worth of ended ones stays in memory
         self.readiness.start()
-        self._retry_task = asyncio.create_task(self._retry_pending())
+        self._retry_task = asyncio.create_task(self._background(report))
         return report
 
-    async def _retry_pending(self) -> None:
+    async def _background(self, report: RecoveryReport) -> None:
+        """Every few seconds: write end evidence a full disk refused; reconnect an executor that was unreachable
+        and settle the runs that waited for it."""
+        connect = getattr(self.executor, "connect", None)
         while True:
             await asyncio.sleep(PENDING_RETRY_S)
-            if self.journal.pending:
-                try:
+            try:
+                if self.journal.pending:
                     await self.journal.retry_pending()
-                except Exception:
-                    log.exception("retrying end evidence failed")
+                if connect is not None and self.executor.unavailable() and await connect() and report.unended:
+                    await settle_unended(report, self.journal, self.manager, self.executor)
+            except Exception:
+                log.exception("background retry failed")
 
     async def stop(self) -> None:
         """Take no new work; end every run (`interrupted`) and publish its end; then let open streams deliver what
@@ -214,6 +251,8 @@ class Service:
             "streams": self.streams,
         }
         handlers: dict[str, tuple[type[RequestHandler], dict[str, Any]]] = {
+            **{name: (PageHandler, {"page": page, "html": page.render(self.assets)}) for name, page in PAGES.items()},
+            "static": (AssetHandler, {"assets": self.assets}),
             "runs": (RunsHandler, run_deps),
             "run": (RunHandler, run_deps),
             "run_metrics": (RunMetricsHandler, run_deps),
@@ -224,6 +263,10 @@ class Service:
             "run_evidence": (EvidenceHandler, run_deps),
             "run_evidence_file": (EvidenceFileHandler, run_deps),
             "events": (EventStreamHandler, stream),
+            "session": (SessionHandler, {"contract": self.contract}),
+            "verifications": (VerificationsHandler, {"reports": self.reports}),
+            "verification": (VerificationHandler, {"reports": self.reports}),
+            "verification_file": (VerificationFileHandler, {"reports": self.reports}),
             "datasets": (DatasetsHandler, {"catalog": self.catalog}),
             "dataset_file": (DatasetFileHandler, {"catalog": self.catalog}),
             "healthz": (HealthHandler, {"readiness": self.readiness}),
@@ -239,10 +282,13 @@ class Service:
             api_token=self.settings.api_token,
             protect_reads=self.settings.protect_reads,
             write_timeout_s=self.settings.write_timeout_s,
+            cors_origins=frozenset(self.settings.cors_origins),
         )
+        token = self.settings.api_token
         return Application(
             table,
             policy=policy,
+            cookie_secret=access.session_key(token) if token else None,
             default_handler_class=NotFoundHandler,
             log_function=self._log_request,
             compress_response=False,  # never on the event stream; JSON bodies are small

@@ -9,11 +9,14 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   └── InvalidLastEventId       400 invalid_last_event_id
     ├── Unauthorized                 401 unauthorized
     ├── Forbidden                    403 forbidden
+    │   ├── CrossSiteRequest         403 cross_site_request
+    │   └── OriginNotAllowed         403 origin_not_allowed
     ├── NotFound                     404 not_found
     │   ├── RunNotFound              404 run_not_found
     │   ├── CheckpointNotFound       404 checkpoint_not_found
     │   ├── EvidenceFileNotFound     404 evidence_file_not_found
-    │   └── DatasetFileNotFound      404 dataset_file_not_found
+    │   ├── DatasetFileNotFound      404 dataset_file_not_found
+    │   └── VerificationNotFound     404 verification_not_found
     ├── MethodNotAllowed             405 method_not_allowed
     ├── Conflict                     409 conflict
     │   ├── DatasetUnavailable       409 dataset_unavailable
@@ -21,7 +24,9 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   ├── RunNotCancellable        409 run_not_cancellable
     │   ├── RunNotResumable          409 run_not_resumable
     │   ├── EvidenceNotReady         409 evidence_not_ready
-    │   └── EvidenceDamagedError     409 evidence_damaged
+    │   ├── EvidenceDamagedError     409 evidence_damaged
+    │   ├── VerificationUnreadable   409 verification_unreadable
+    │   └── NoTokenConfigured        409 no_token_configured
     ├── PayloadTooLarge              413 payload_too_large
     ├── UnsupportedMediaType         415 unsupported_media_type
     ├── ValidationFailed             422 validation_failed   (carries ``errors``: [{field, message}])
@@ -30,7 +35,8 @@ Every one becomes an RFC 9457 ``application/problem+json`` body with a stable sn
     │   └── QueueFull                429 queue_full
     ├── ServiceUnavailable           503 service_unavailable (carries ``retry_after`` seconds)
     │   ├── TooManySubscribers       503 too_many_subscribers
-    │   └── ShuttingDown             503 shutting_down
+    │   ├── ShuttingDown             503 shutting_down
+    │   └── ExecutorUnavailable      503 executor_unavailable
     └── InsufficientStorage          507 insufficient_storage
 
 Errors from other libraries (jsonschema, the dataset cache, the file system) are translated where they enter.
@@ -102,6 +108,14 @@ class Forbidden(ApiError):
     status, code, title = 403, "forbidden", "Credentials refused"
 
 
+class CrossSiteRequest(Forbidden):
+    code, title = "cross_site_request", "Cross-site request refused"
+
+
+class OriginNotAllowed(Forbidden):
+    code, title = "origin_not_allowed", "Origin not allowed"
+
+
 class NotFound(ApiError):
     status, code, title = 404, "not_found", "Not found"
 
@@ -120,6 +134,10 @@ class EvidenceFileNotFound(NotFound):
 
 class DatasetFileNotFound(NotFound):
     code, title = "dataset_file_not_found", "Unknown dataset file"
+
+
+class VerificationNotFound(NotFound):
+    code, title = "verification_not_found", "Unknown verification report"
 
 
 class MethodNotAllowed(ApiError):
@@ -152,6 +170,14 @@ class EvidenceNotReady(Conflict):
 
 class EvidenceDamagedError(Conflict):
     code, title = "evidence_damaged", "Run evidence cannot be trusted"
+
+
+class VerificationUnreadable(Conflict):
+    code, title = "verification_unreadable", "Verification report cannot be read"
+
+
+class NoTokenConfigured(Conflict):
+    code, title = "no_token_configured", "Nothing to sign in to"
 
 
 class PayloadTooLarge(ApiError):
@@ -188,6 +214,10 @@ class TooManySubscribers(ServiceUnavailable):
 
 class ShuttingDown(ServiceUnavailable):
     code, title = "shutting_down", "Server is shutting down"
+
+
+class ExecutorUnavailable(ServiceUnavailable):
+    code, title = "executor_unavailable", "Training executor unavailable"
 
 
 class InsufficientStorage(ApiError):

@@ -9,14 +9,18 @@ listed with its problem. A folder that never got its first event is a run that w
 failed or the server died inside it): it is removed.
 
 On a full disk recovery still completes: what it cannot write waits in the journal's pending list.
+
+With an executor whose trainers go on without the server (Ray), an active run is first looked for on the cluster:
+found, it is supervised again from the message after the last one its log recorded. While that executor cannot be
+reached, such runs are left as they are (listed as active) and settled once it can.
 """
 
 from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .events import EventLog
 from .evidence import (
@@ -29,8 +33,12 @@ from .evidence import (
     EvidenceWriteError,
     StoredRun,
 )
+from .executors import Executor
 from .journal import RunJournal
-from .lifecycle import Run, RunStatus
+from .lifecycle import RunStatus
+
+if TYPE_CHECKING:
+    from .runs import RunManager
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +48,19 @@ class RecoveryReport:
     """What recovery found."""
 
     interrupted: list[str] = field(default_factory=list)
+    unended: list[str] = field(default_factory=list)  # active at the last stop, not settled yet
+    reattached: list[str] = field(default_factory=list)
     repaired: list[str] = field(default_factory=list)
     damaged: dict[str, str] = field(default_factory=dict)
     removed: list[str] = field(default_factory=list)
 
 
 async def recover(
-    store: EvidenceStore,
-    events: EventLog,
-    journal: RunJournal,
-    register: Callable[[StoredRun], Run],
-    forget_scratch: Callable[[str], None],
+    store: EvidenceStore, events: EventLog, journal: RunJournal, manager: RunManager, executor: Executor
 ) -> RecoveryReport:
-    """Rebuild every run from the evidence folder (see the module's docstring); `register` adds a run to the
-    manager, `forget_scratch` removes the scratch space of a trainer that died with the last server."""
+    """Rebuild every run from the evidence folder (see the module's docstring) into `manager`. A run that was active
+    goes back to its trainer when the executor finds it still alive (it went on without the server), and ends
+    `interrupted` otherwise."""
     report = RecoveryReport()
     stored_runs: list[StoredRun] = []
     for run_id in store.run_ids():
@@ -93,21 +100,45 @@ async def recover(
         if not stored.events:
             report.damaged[run_id] = "metrics.jsonl holds no whole event"
             continue
-        run = register(stored)
+        run = manager.register(stored)
         runs_log = events.load(run_id, stored.events)
         for event in stored.events:
             run.apply(event)
         if not runs_log.ended:
-            forget_scratch(run_id)
+            report.unended.append(run_id)
+        elif store.read_manifest(run_id) is None:
+            await journal.write_missing_manifest(run)
+    if executor.detaches and executor.unavailable():
+        log.warning(
+            "%d run(s) were active when the server last stopped; they wait for the %s executor (%s)",
+            len(report.unended),
+            executor.name,
+            executor.unavailable(),
+        )
+    else:
+        await settle_unended(report, journal, manager, executor)
+    return report
+
+
+async def settle_unended(report: RecoveryReport, journal: RunJournal, manager: RunManager, executor: Executor) -> None:
+    """Each run that was active when the server last stopped goes back to its trainer when the executor still has it
+    (it went on without the server), and ends `interrupted` otherwise."""
+    for run_id in list(report.unended):
+        run = manager.runs[run_id]
+        trainer = await executor.reattach(manager.launch(run), run.trainer_seq)
+        if trainer is not None:
+            log.info("run %s: its trainer went on training without the server; following it again", run_id)
+            manager.adopt(run, trainer)
+            report.reattached.append(run_id)
+        else:
+            executor.forget(run_id)
             await journal.finish(
                 run,
                 RunStatus.INTERRUPTED,
                 {"code": "server_stopped", "message": "the server stopped while the run was active"},
             )
             report.interrupted.append(run_id)
-        elif store.read_manifest(run_id) is None:
-            await journal.write_missing_manifest(run)
-    return report
+        report.unended.remove(run_id)
 
 
 def _never_registered(store: EvidenceStore, run_id: str) -> bool:

@@ -12,6 +12,12 @@ from urllib.parse import quote, urlencode
 
 #: Route name -> path template; `{name}` is one path segment, `{name:path}` may contain slashes.
 PATHS: dict[str, str] = {
+    "dashboard": "/",
+    "dashboard_run": "/runs/{run_id}",
+    "dashboard_compare": "/compare",
+    "dashboard_start": "/start",
+    "dashboard_verification": "/verification",
+    "static": "/static/{asset:path}",
     "runs": "/api/training/runs",
     "run": "/api/training/runs/{run_id}",
     "run_metrics": "/api/training/runs/{run_id}/metrics",
@@ -22,6 +28,10 @@ PATHS: dict[str, str] = {
     "run_evidence": "/api/training/runs/{run_id}/evidence",
     "run_evidence_file": "/api/training/runs/{run_id}/evidence/{file:path}",
     "events": "/api/events/training",
+    "session": "/api/session",
+    "verifications": "/api/verifications",
+    "verification": "/api/verifications/{commit}",
+    "verification_file": "/api/verifications/{commit}/files/{file:path}",
     "datasets": "/api/datasets",
     "dataset_file": "/api/datasets/{name}/files/{file}",
     "healthz": "/healthz",

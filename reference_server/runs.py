@@ -29,6 +29,7 @@ from trainer_tinygrad.files import sha256_file
 from .datasets import DatasetCatalog
 from .errors import (
     EvidenceDamagedError,
+    ExecutorUnavailable,
     IdempotencyConflict,
     InsufficientStorage,
     InvalidParameter,
@@ -41,9 +42,9 @@ from .errors import (
 )
 from .events import EventLog, new_event
 from .evidence import CHECKPOINTS, EvidenceStore, EvidenceWriteError, StoredRun
-from .executors import Executor, Launch, ResumePoint
+from .executors import Executor, Launch, ResumePoint, Trainer
 from .journal import RunJournal
-from .lifecycle import RESUMABLE, Run, RunStatus, new_run_id
+from .lifecycle import LABEL_FIELDS, RESUMABLE, Run, RunStatus, new_run_id
 from .provenance import ServiceProvenance
 from .schemas import field_errors
 from .supervisor import RunSupervisor
@@ -53,11 +54,13 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunLimits:
-    """How much the manager takes on at once (from Settings, where the defaults live)."""
+    """How much the manager takes on at once, and its resume policy (from Settings, where the defaults live)."""
 
     max_concurrent: int
     max_queued: int
     cancel_grace_s: float
+    auto_resume: bool = False  # a run's policy when its request does not say
+    max_auto_resumes: int = 0
 
 
 class RunManager:
@@ -106,11 +109,16 @@ class RunManager:
             raise RunNotFound(f"no run with id {run_id!r}; list runs with GET /api/training/runs")
         return run
 
-    def page(self, limit: int, cursor: str | None, status: str | None = None) -> tuple[list[Run], str | None]:
-        """A page of runs, newest first; the cursor is the id of the last run of the previous page."""
+    def page(
+        self, limit: int, cursor: str | None, status: str | None = None, tag: str | None = None
+    ) -> tuple[list[Run], str | None]:
+        """A page of runs, newest first (only those with `status`, carrying `tag`); the cursor is the id of the last
+        run of the previous page."""
         ordered = sorted(self.runs.values(), key=lambda r: r.seq, reverse=True)
         if status is not None:
             ordered = [r for r in ordered if r.status == status]
+        if tag is not None:
+            ordered = [r for r in ordered if tag in r.tags]
         start = 0
         if cursor is not None:
             positions = {r.run_id: i for i, r in enumerate(ordered)}
@@ -127,6 +135,20 @@ class RunManager:
         for run in self.runs.values():
             counts[str(run.status)] += 1
         return counts
+
+    async def history(self, run: Run) -> Run:
+        """The run with its per-step history in its view (read back from its log when the view was compacted)."""
+        if run.compacted:
+            log = await self.events.loaded(run.run_id)
+            if run.compacted and log.events is not None:
+                run.restore(log.events)
+        return run
+
+    def compact(self, run_id: str) -> None:
+        """Drop the per-step history of an ended run whose log left memory."""
+        run = self.runs.get(run_id)
+        if run is not None and run.terminal:
+            run.compact()
 
     def largest_checkpoint(self) -> int:
         """Bytes of the largest checkpoint any run has written (0 before the first)."""
@@ -147,6 +169,9 @@ class RunManager:
         """Start a run from a schema-valid request body; (run, created). The same idempotency_key returns the
         same run (409 when the rest of the request differs)."""
         self._check_accepting()
+        unavailable = self.executor.unavailable()
+        if unavailable:
+            raise ExecutorUnavailable(f"no run can start now: {unavailable}", retry_after=10)
         key = body.get("idempotency_key")
         request = {k: v for k, v in body.items() if k != "idempotency_key"}
         existing = self._by_idempotency_key(key, request)
@@ -164,7 +189,7 @@ class RunManager:
         if existing is not None:
             return existing, False
         self._check_queue_room()
-        config = resolve_config(request, dataset)
+        config = resolve_config({k: v for k, v in request.items() if k not in LABEL_FIELDS}, dataset)
         errors = self.store.contract.errors("training-config.schema.json", config)
         if errors:
             raise ValidationFailed(_config_refusal(errors), errors=_config_fields(errors, request, config))
@@ -210,6 +235,7 @@ class RunManager:
             "created_at": created,
             "request": request,
             "idempotency_key": key,
+            "auto_resume": bool(request.get("auto_resume", self.limits.auto_resume)),
         }
         first = new_event(run_id, 1, "status", {"status": "queued", "step": 0, "total_steps": int(config["steps"])})
         try:
@@ -259,6 +285,7 @@ class RunManager:
             idempotency_key=config_doc.get("idempotency_key"),
             request=dict(config_doc.get("request") or {}),
             device=config_doc.get("device"),
+            auto_resume=bool(config_doc.get("auto_resume", False)),
         )
         self.runs[run.run_id] = run
         if run.idempotency_key:
@@ -268,30 +295,44 @@ class RunManager:
     # ----- scheduling -----
     def _pump(self) -> None:
         while not self.stopping and self._queue and self.active < self.limits.max_concurrent:
-            run = self.runs[self._queue.popleft()]
-            supervisor = RunSupervisor(
-                run,
-                Launch(run.run_id, run.config, self._resume_point(run)),
-                journal=self.journal,
-                store=self.store,
-                executor=self.executor,
-                provenance=lambda r, datasets, placement: self.provenance(
-                    r.run_id, r.config, r.created_at, datasets, placement
-                ),
-                cancel_grace_s=self.limits.cancel_grace_s,
-                stopping=lambda: self.stopping,
-            )
-            self._supervisors[run.run_id] = supervisor
-            task = asyncio.create_task(self._supervise(supervisor))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._supervise(self.runs[self._queue.popleft()])
 
-    async def _supervise(self, supervisor: RunSupervisor) -> None:
+    def adopt(self, run: Run, trainer: Trainer) -> None:
+        """Supervise a trainer that outlived the last server (found again at start-up), outside the queue."""
+        self._supervise(run, attached=trainer)
+
+    def _supervise(self, run: Run, attached: Trainer | None = None) -> None:
+        supervisor = RunSupervisor(
+            run,
+            self.launch(run),
+            journal=self.journal,
+            store=self.store,
+            executor=self.executor,
+            provenance=lambda r, datasets, placement: self.provenance(
+                r.run_id, r.config, r.created_at, datasets, placement
+            ),
+            cancel_grace_s=self.limits.cancel_grace_s,
+            stopping=lambda: self.stopping,
+            attached=attached,
+        )
+        self._supervisors[run.run_id] = supervisor
+        task = asyncio.create_task(self._watch(supervisor))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _watch(self, supervisor: RunSupervisor) -> None:
+        run = supervisor.run
         try:
             await supervisor.supervise()
         finally:
-            self._supervisors.pop(supervisor.run.run_id, None)
-            self._pump()
+            self._supervisors.pop(run.run_id, None)
+            if not supervisor.detached:
+                await self._maybe_auto_resume(run)
+                self._pump()
+
+    def launch(self, run: Run) -> Launch:
+        """What a trainer for the run's current attempt is started with."""
+        return Launch(run.run_id, run.config, self._resume_point(run))
 
     def _resume_point(self, run: Run) -> ResumePoint | None:
         if run.resumed_from is None:
@@ -351,22 +392,56 @@ class RunManager:
         if self._resumable_checkpoint(run) is not checkpoint:
             raise RunNotResumable(f"run {run_id} changed while its resume was checked; it is now {run.status}")
         self._check_queue_room()
-        if run_id in self.journal.pending:
-            raise InsufficientStorage(f"run {run_id}: its last end is still waiting for room on the evidence disk")
+        await self.history(run)
+        if self._resumable_checkpoint(run) is not checkpoint:
+            raise RunNotResumable(f"run {run_id} changed while its resume was checked; it is now {run.status}")
+        self._reopen(run, checkpoint, {})
+        return run
+
+    def _reopen(self, run: Run, checkpoint: Mapping[str, Any], extra: dict[str, Any]) -> None:
+        if run.run_id in self.journal.pending:
+            raise InsufficientStorage(f"run {run.run_id}: its last end is still waiting for room on the evidence disk")
         data = {
             "status": "queued",
             "step": int(checkpoint["step"]),
             "total_steps": run.total_steps,
             "resumed_from": str(checkpoint["name"]),
+            **extra,
         }
         try:
             self.journal.reopen(run, data)
         except EvidenceWriteError as exc:
-            raise InsufficientStorage(f"run {run_id} was not resumed: {exc}") from exc
-        log.info("run %s: resumed from %s (step %d)", run_id, checkpoint["name"], checkpoint["step"])
-        self._queue.append(run_id)
+            raise InsufficientStorage(f"run {run.run_id} was not resumed: {exc}") from exc
+        log.info("run %s: resumed from %s (step %d)", run.run_id, checkpoint["name"], checkpoint["step"])
+        self._queue.append(run.run_id)
         self._pump()
-        return run
+
+    async def _maybe_auto_resume(self, run: Run) -> None:
+        """A run whose node was lost resumes by itself from its last checkpoint when its policy says so, at most
+        `max_auto_resumes` times; each time is a `queued` event with `auto_resume` in the log."""
+        if (
+            self.stopping
+            or run.status is not RunStatus.INTERRUPTED
+            or (run.error or {}).get("code") != "node_lost"
+            or not run.auto_resume
+            or run.auto_resumes >= self.limits.max_auto_resumes
+            or not run.checkpoints
+        ):
+            return
+        checkpoint = run.checkpoints[-1]
+        path = self.store.run_dir(run.run_id) / CHECKPOINTS / str(checkpoint["name"])
+        digest, size = await asyncio.get_running_loop().run_in_executor(None, sha256_file, path)
+        if digest != checkpoint["sha256"] or size != checkpoint["bytes"]:
+            log.error("run %s: not resumed automatically: %s no longer hashes as recorded", run.run_id, path.name)
+            return
+        await self.history(run)
+        if run.status is not RunStatus.INTERRUPTED or self.stopping:  # a client resumed it meanwhile, or we stop
+            return
+        attempt = {"attempt": run.auto_resumes + 1, "max": self.limits.max_auto_resumes, "after": "node_lost"}
+        try:
+            self._reopen(run, checkpoint, {"auto_resume": attempt})
+        except InsufficientStorage as exc:
+            log.error("run %s: not resumed automatically: %s", run.run_id, exc)
 
     def _resumable_checkpoint(self, run: Run) -> dict[str, Any]:
         if run.status not in RESUMABLE:
@@ -378,16 +453,23 @@ class RunManager:
 
     # ----- shutdown -----
     async def shutdown(self) -> None:
-        """Take no new work; end queued runs and stop training ones: each ends `interrupted` (its `end` published
-        before this returns, so every stream can deliver it)."""
+        """Take no new work; end queued runs `interrupted`; stop training ones (each ends `interrupted`, its `end`
+        published before this returns, so every stream can deliver it), unless the executor's trainers go on
+        without the server: those are left training, for the next server to find again."""
         self.stopping = True
         while self._queue:
             run = self.runs[self._queue.popleft()]
             await self.journal.finish(
                 run, RunStatus.INTERRUPTED, {"code": "server_stopped", "message": "the server stopped before it ran"}
             )
-        for supervisor in list(self._supervisors.values()):
-            supervisor.stop()
+        if self.executor.detaches:
+            for supervisor in list(self._supervisors.values()):
+                supervisor.detach()
+            for task in list(self._tasks):
+                task.cancel()
+        else:
+            for supervisor in list(self._supervisors.values()):
+                supervisor.stop()
         if self._tasks:  # each supervisor SIGKILLs a trainer still there after the grace period
             await asyncio.wait(set(self._tasks), timeout=self.limits.cancel_grace_s + 10)
 

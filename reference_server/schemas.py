@@ -59,7 +59,9 @@ class Contract:
 
     def openapi(self) -> dict[str, Any]:
         """schemas/openapi.json with every schema file embedded under components.schemas and each `$ref` rewritten
-        to point inside the one document, so a client needs nothing else."""
+        to point inside the one document, so a client needs nothing else. Each `$defs` entry of a schema file
+        becomes a component of its own (`common.timestamp`): code generators follow refs to components and drop
+        refs into a component's `$defs`."""
         return _bundle(json.loads((self.directory / "openapi.json").read_text(encoding="utf-8")), self.documents)
 
 
@@ -92,9 +94,16 @@ def _bundle(document: dict[str, Any], schemas: Mapping[str, dict[str, Any]]) -> 
     for file_name, schema in schemas.items():
         name = component_name(file_name)
         # $id would re-base every rewritten ref inside the component, so it goes; the dialect is OpenAPI 3.1's.
-        embedded = {k: v for k, v in schema.items() if k not in ("$id", "$schema")}
+        embedded = {k: v for k, v in schema.items() if k not in ("$id", "$schema", "$defs")}
         components[name] = _rewrite_refs(embedded, own=name)
+        for key, definition in schema.get("$defs", {}).items():
+            components[def_component_name(name, key)] = _rewrite_refs(definition, own=name)
     return bundled
+
+
+def def_component_name(component: str, key: str) -> str:
+    """The component a schema file's `$defs` entry becomes: `common` + `timestamp` -> `common.timestamp`."""
+    return f"{component}.{key}"
 
 
 def component_name(file_name: str) -> str:
@@ -123,8 +132,13 @@ def _local_ref(ref: str, own: str | None) -> str:
     if not target:
         if own is None:
             return ref  # already document-local (#/components/...)
-        return f"#/components/schemas/{own}{fragment}"
-    return f"#/components/schemas/{component_name(target)}{fragment}"
+        component = own
+    else:
+        component = component_name(target)
+    if fragment.startswith("/$defs/"):
+        key, _, rest = fragment[len("/$defs/") :].partition("/")
+        return f"#/components/schemas/{def_component_name(component, key)}" + (f"/{rest}" if rest else "")
+    return f"#/components/schemas/{component}{fragment}"
 
 
 def iter_refs(node: Any) -> Iterator[str]:

@@ -18,6 +18,9 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from .access import parse_origin
+from .provenance import SERVICE_VERSION
+
 
 class ConfigError(Exception):
     """The configuration cannot work; the message says which setting and why."""
@@ -40,14 +43,21 @@ class Settings:
     body_timeout_s: float = 60.0
     write_timeout_s: float = 30.0
     max_sse_subscribers: int = 500
+    event_cache_runs: int = 32
     heartbeat_s: float = 5.0
     sse_retry_ms: int = 3000
     cancel_grace_s: float = 30.0
     shutdown_drain_s: float = 10.0
     min_free_bytes: int = 64 << 20
     trainer_nice: int = 10
+    executor: str = "local"
+    ray_address: str | None = None
+    ray_cpus_per_run: float = 1.0
+    auto_resume: bool = False
+    max_auto_resumes: int = 3
     api_token: str | None = None
     protect_reads: bool = False
+    cors_origins: tuple[str, ...] = ()  # none: CORS is off
     log_level: str = "INFO"
 
     def resolved_work_dir(self) -> Path:
@@ -66,9 +76,18 @@ class Option:
     minimum: float | None = None
     maximum: float | None = None
     shown_default: str | None = None  # when the dataclass default is computed elsewhere (None)
+    choices: tuple[str, ...] = ()
+    repeatable: bool = False  # a list: the flag is given once per value (named in the singular)
+
+    @property
+    def flag_name(self) -> str:
+        """The command-line flag: `--max-body-bytes`; a repeatable list's is singular (`--cors-origin`)."""
+        name = self.name.removesuffix("s") if self.repeatable else self.name
+        return "--" + name.replace("_", "-")
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+EXECUTORS = ("local", "ray")
 
 OPTIONS: tuple[Option, ...] = (
     Option("host", "TRAINER_HOST", "address to listen on"),
@@ -98,6 +117,12 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "max_sse_subscribers", "TRAINER_MAX_SSE_SUBSCRIBERS", "event-stream clients at once; more get 503", minimum=1
     ),
+    Option(
+        "event_cache_runs",
+        "TRAINER_EVENT_CACHE_RUNS",
+        "ended runs whose event logs stay in memory (others are read back from disk when asked for)",
+        minimum=0,
+    ),
     Option("heartbeat_s", "TRAINER_SSE_HEARTBEAT_S", "seconds without events before an SSE comment line", minimum=0.01),
     Option("sse_retry_ms", "TRAINER_SSE_RETRY_MS", "the SSE retry: a client's reconnect delay", minimum=0),
     Option("cancel_grace_s", "TRAINER_CANCEL_GRACE_S", "SIGTERM-to-SIGKILL grace for a trainer", minimum=0.001),
@@ -120,6 +145,15 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
         maximum=19,
     ),
+    Option("executor", "TRAINER_EXECUTOR", "where trainers run: local (child processes) or ray", choices=EXECUTORS),
+    Option(
+        "ray_address",
+        "TRAINER_RAY_ADDRESS",
+        "the Ray cluster's address, HOST:PORT (with --executor ray; unset: the cluster `ray start` left on this host)",
+    ),
+    Option("ray_cpus_per_run", "TRAINER_RAY_CPUS_PER_RUN", "CPUs Ray reserves for each run's trainer", minimum=0.01),
+    Option("auto_resume", "TRAINER_AUTO_RESUME", "a run whose node is lost resumes by itself (a run's own default)"),
+    Option("max_auto_resumes", "TRAINER_MAX_AUTO_RESUMES", "automatic resumes a run may have", minimum=0, maximum=100),
     Option(
         "api_token",
         "TRAINER_API_TOKEN",
@@ -128,6 +162,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "protect_reads", "TRAINER_PROTECT_READS", "1: reads need the token too (needs TRAINER_API_TOKEN)", flag=False
+    ),
+    Option(
+        "cors_origins",
+        "TRAINER_CORS_ORIGINS",
+        "an origin (scheme://host[:port]) whose pages may call the API from a browser; repeat the flag for more "
+        "(the variable: separated by commas); CORS stays off when none is named",
+        shown_default="none",
+        repeatable=True,
     ),
     Option("log_level", "TRAINER_LOG_LEVEL", f"server log level: {', '.join(LOG_LEVELS)}"),
 )
@@ -146,6 +188,8 @@ _TYPES: dict[str, str] = {f.name: str(f.type) for f in fields(Settings)}
 
 def _kind(name: str) -> str:
     kind = _TYPES[name]
+    if kind.startswith("tuple"):
+        return "origins"
     if "Path" in kind:
         return "path"
     for simple in ("bool", "int", "float"):
@@ -178,7 +222,11 @@ def _convert(option: Option, raw: str) -> Any:
             raise ValueError("not 1/0, true/false or yes/no")
         return text.lower() in ("1", "true", "yes")
     if kind == "str":
+        if option.choices and text not in option.choices:
+            raise ValueError(f"not one of {', '.join(option.choices)}")
         return text
+    if kind == "origins":
+        return parse_origin(text)
     try:
         value: float = int(text, 10) if kind == "int" else float(text)
     except ValueError:
@@ -190,10 +238,6 @@ def _convert(option: Option, raw: str) -> Any:
     if option.maximum is not None and value > option.maximum:
         raise ValueError(f"above the maximum of {option.maximum:g}")
     return value
-
-
-def _flag_name(option: Option) -> str:
-    return "--" + option.name.replace("_", "-")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -211,6 +255,7 @@ def parser() -> argparse.ArgumentParser:
         "                                                          (see: verify-evidence --help)",
         epilog=f"environment only:\n{env_only}\n\nalso read:\n{others}",
     )
+    p.add_argument("--version", action="version", version=f"trainer-server {SERVICE_VERSION}")
     for option in OPTIONS:
         if not option.flag:
             continue
@@ -221,11 +266,18 @@ def parser() -> argparse.ArgumentParser:
             except ValueError as exc:
                 raise argparse.ArgumentTypeError(f"{raw!r}: {exc}") from None
 
+        described = f"{option.help} [{option.env}, default {_shown_default(option)}]"
+        if _kind(option.name) == "bool":
+            p.add_argument(option.flag_name, action=argparse.BooleanOptionalAction, default=None, help=described)
+            continue
         p.add_argument(
-            _flag_name(option),
+            option.flag_name,
+            dest=option.name,
             type=convert,
-            metavar=_kind(option.name).upper() if _kind(option.name) != "str" else "TEXT",
-            help=f"{option.help} [{option.env}, default {_shown_default(option)}]",
+            action="append" if option.repeatable else "store",
+            metavar="|".join(option.choices)
+            or {"str": "TEXT", "origins": "ORIGIN"}.get(_kind(option.name), _kind(option.name).upper()),
+            help=described,
         )
     return p
 
@@ -239,10 +291,15 @@ def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     for option in OPTIONS:
         given = args.get(option.name) if option.flag else None
         if given is not None:
-            values[option.name] = given
+            values[option.name] = tuple(dict.fromkeys(given)) if option.repeatable else given
         elif env.get(option.env, "").strip():
             try:
-                values[option.name] = _convert(option, env[option.env])
+                raw = env[option.env]
+                values[option.name] = (
+                    tuple(dict.fromkeys(_convert(option, part) for part in raw.split(",") if part.strip()))
+                    if option.repeatable
+                    else _convert(option, raw)
+                )
             except ValueError as exc:
                 raise ConfigError(f"{option.env}={env[option.env]!r} is not valid for {option.name}: {exc}") from None
     settings = Settings(**values)
@@ -260,6 +317,8 @@ def _check(s: Settings) -> None:
         )
     if s.log_level.upper() not in LOG_LEVELS:
         raise ConfigError(f"TRAINER_LOG_LEVEL={s.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+    if s.executor == "local" and s.ray_address:
+        raise ConfigError("TRAINER_RAY_ADDRESS is set but the executor is local; add --executor ray")
 
 
 def log_level(settings: Settings) -> int:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .evidence import CheckpointRejected, EvidenceStore, EvidenceWriteError
-from .executors import Executor, Launch, Trainer, TrainerStartError
+from .executors import Executor, Launch, Trainer, TrainerLost, TrainerStartError
 from .journal import RunJournal
 from .lifecycle import CHECKPOINT_FIELDS, METRIC_FIELDS, Run, RunStatus
 from .schemas import ContractViolation
@@ -50,7 +50,9 @@ class RunSupervisor:
         provenance: Callable[[Run, list[dict[str, Any]], dict[str, Any]], dict[str, Any]],
         cancel_grace_s: float,
         stopping: Callable[[], bool],
+        attached: Trainer | None = None,
     ) -> None:
+        """`attached`: a trainer already running (found again after a restart) instead of a new one."""
         self.run = run
         self.launch = launch
         self.journal = journal
@@ -59,9 +61,10 @@ class RunSupervisor:
         self.provenance = provenance
         self.cancel_grace_s = cancel_grace_s
         self.stopping = stopping
-        self.trainer: Trainer | None = None
+        self.trainer: Trainer | None = attached
         self.stop_requested = False
         self.cancel_requested = False
+        self.detached = False
         self._killer: asyncio.Task[None] | None = None
 
     # ----- from the outside -----
@@ -69,6 +72,11 @@ class RunSupervisor:
         """A client cancelled the run: stop the trainer (SIGTERM, SIGKILL after the grace period)."""
         self.cancel_requested = True
         self.stop()
+
+    def detach(self) -> None:
+        """The server is going and the trainer goes on without it (an executor that detaches): when the supervision
+        is cancelled, the run is left as it is, for the next server to find again."""
+        self.detached = True
 
     def stop(self) -> None:
         """Stop the trainer now, or as soon as it has started."""
@@ -83,34 +91,37 @@ class RunSupervisor:
         run = self.run
         terminal: Mapping[str, Any] | None = None
         problem: dict[str, str] | None = None
-        trainer: Trainer | None = None
+        lost: str | None = None
+        trainer = self.trainer
         try:
-            try:
-                trainer = self.trainer = await self.executor.start(self.launch)
-            except TrainerStartError as exc:
-                problem = {"code": "trainer_start_failed", "message": str(exc)}
-                return
+            if trainer is None:
+                try:
+                    trainer = self.trainer = await self.executor.start(self.launch)
+                except TrainerStartError as exc:
+                    problem = {"code": "trainer_start_failed", "message": str(exc)}
+                    return
             if self.stop_requested:
                 self.stop()
-            async for message in trainer.messages():
-                if terminal is not None or problem is not None or not self.journal.is_open(run):
-                    continue  # read to the end: a trainer blocked on a full pipe would never stop
-                kind = message["event"]
-                try:
-                    if kind == "started":
-                        await self._on_started(trainer, message)
-                    elif kind == "metric":
-                        self._emit("metric", {k: message[k] for k in METRIC_FIELDS if k in message})
-                    elif kind == "checkpoint":
-                        await self._on_checkpoint(trainer, message)
-                    elif kind in TERMINAL_MESSAGES:
-                        terminal = message
-                except RunProblem as exc:
-                    log.error("run %s: %s", run.run_id, exc)
-                    problem = exc.error
-                    self.stop()
-            code = await trainer.wait()
-            log.info("run %s: trainer exited with %s", run.run_id, code)
+            try:
+                async for message in trainer.messages():
+                    if terminal is not None or problem is not None or not self.journal.is_open(run):
+                        continue  # read to the end: a trainer blocked on a full pipe would never stop
+                    try:
+                        terminal = await self._on_message(trainer, message)
+                    except RunProblem as exc:
+                        log.error("run %s: %s", run.run_id, exc)
+                        problem = exc.error
+                        self.stop()
+                code = await trainer.wait()
+                log.info("run %s: trainer exited with %s", run.run_id, code)
+            except TrainerLost as exc:
+                log.error("run %s: trainer lost: %s", run.run_id, exc)
+                lost = str(exc)
+        except asyncio.CancelledError:
+            if self.detached:
+                log.info("run %s: left training without this server (%s executor)", run.run_id, self.executor.name)
+                return
+            raise
         except Exception as exc:  # the run must still end, whatever broke
             log.exception("run %s: supervision failed", run.run_id)
             if trainer is not None:
@@ -121,11 +132,26 @@ class RunSupervisor:
         finally:
             if self._killer is not None:
                 self._killer.cancel()
-            if self.journal.is_open(run):
-                status, error = self._outcome(trainer, terminal, problem)
-                await self.journal.finish(run, status, error, trainer.log_text() if trainer else None)
-            if trainer is not None:
-                await trainer.cleanup()
+            if not self.detached:
+                if self.journal.is_open(run):
+                    status, error = self._outcome(trainer, terminal, problem, lost)
+                    await self.journal.finish(run, status, error, trainer.log_text() if trainer else None)
+                if trainer is not None:
+                    await trainer.cleanup()
+
+    async def _on_message(self, trainer: Trainer, message: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Record one protocol message; the message itself when it is the trainer's last word."""
+        kind = message["event"]
+        seq = {"trainer_seq": int(message["seq"])} if isinstance(message.get("seq"), int) else {}
+        if kind == "started":
+            await self._on_started(trainer, message, seq)
+        elif kind == "metric":
+            self._emit("metric", {k: message[k] for k in METRIC_FIELDS if k in message} | seq)
+        elif kind == "checkpoint":
+            await self._on_checkpoint(trainer, message, seq)
+        elif kind in TERMINAL_MESSAGES:
+            return message
+        return None
 
     def _emit(self, kind: str, data: dict[str, Any]) -> None:
         try:
@@ -135,7 +161,7 @@ class RunSupervisor:
         except ContractViolation as exc:
             raise RunProblem("protocol_error", f"the trainer sent a {kind} the contract refuses: {exc}") from exc
 
-    async def _on_started(self, trainer: Trainer, message: Mapping[str, Any]) -> None:
+    async def _on_started(self, trainer: Trainer, message: Mapping[str, Any], seq: dict[str, int]) -> None:
         run = self.run
         device = message.get("device")
         if run.status is RunStatus.QUEUED:
@@ -146,7 +172,9 @@ class RunSupervisor:
                     "step": int(message.get("start_step", 0)),
                     "total_steps": int(message.get("total_steps", run.total_steps)),
                     **({"device": str(device)} if device else {}),
-                },
+                    "placement": trainer.placement,
+                }
+                | seq,
             )
         await self._record_started(trainer, message)
 
@@ -171,7 +199,7 @@ class RunSupervisor:
         except (ContractViolation, OSError, KeyError, TypeError, ValueError):
             log.exception("run %s: could not record the trainer's start details", run.run_id)
 
-    async def _on_checkpoint(self, trainer: Trainer, message: Mapping[str, Any]) -> None:
+    async def _on_checkpoint(self, trainer: Trainer, message: Mapping[str, Any], seq: dict[str, int]) -> None:
         run = self.run
         try:
             name, sha, size = str(message["name"]), str(message["sha256"]), int(message["bytes"])
@@ -186,16 +214,24 @@ class RunSupervisor:
         data = {k: message[k] for k in CHECKPOINT_FIELDS if k in message}
         if isinstance(message.get("time"), str):
             data["created_at"] = message["time"]
-        self._emit("checkpoint", data)
+        self._emit("checkpoint", data | seq)
 
     def _outcome(
-        self, trainer: Trainer | None, terminal: Mapping[str, Any] | None, problem: dict[str, str] | None
+        self,
+        trainer: Trainer | None,
+        terminal: Mapping[str, Any] | None,
+        problem: dict[str, str] | None,
+        lost: str | None = None,
     ) -> tuple[RunStatus, dict[str, str] | None]:
         run = self.run
         kind = terminal["event"] if terminal else None
         code = trainer.returncode if trainer else None
         if problem is not None:
             return RunStatus.FAILED, problem
+        if lost is not None:
+            if self.cancel_requested:
+                return RunStatus.CANCELLED, None
+            return RunStatus.INTERRUPTED, {"code": "node_lost", "message": lost}
         if kind == "finished" and code == 0:
             if run.status is RunStatus.QUEUED:  # the table has no queued -> succeeded: a run must have run
                 return RunStatus.FAILED, {"code": "protocol_error", "message": "the trainer finished without `started`"}

@@ -4,7 +4,8 @@
     .venv/bin/python scripts/load_sse.py [--subscribers 200] [--seconds 60] [--pollers 4] [--data-dir DIR]
 
 Starts its own reference server (127.0.0.1, a free port, a temporary evidence folder), starts one real training run,
-opens the subscribers (raw sockets, chunked HTTP/1.1 decoded by hand, so the client costs little CPU), polls the API
+opens the subscribers (raw sockets through trainer_conformance.raw_stream, the suite's WHATWG decoder, so the client
+costs little CPU), polls the API
 from a few clients, then cancels the run: the server sends `end` and closes every stream. Pass means:
 
 - no subscriber and no poll saw an error or a non-200 answer;
@@ -36,8 +37,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+from trainer_conformance.raw_stream import RawEventStream
+from trainer_conformance.sse import ServerSentEvent
 
-from reference_server.launcher import LaunchError, launch
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tooling/ lives at the repository root
+
+from tooling.launcher import LaunchError, launch, open_fds, rss_kib
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,15 +61,12 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def rss_kib(self) -> int:
-        """Resident set size from /proc/PID/status."""
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-        raise RuntimeError("no VmRSS")
+        """Resident set size, KiB."""
+        return rss_kib(self.proc.pid)
 
     def open_files(self) -> int:
-        """Open file descriptors from /proc/PID/fd."""
-        return sum(1 for _ in Path(f"/proc/{self.proc.pid}/fd").iterdir())
+        """Open file descriptors."""
+        return open_fds(self.proc.pid)
 
 
 def start_server(root: Path, data_dir: Path | None, subscribers: int) -> Server:
@@ -97,71 +99,34 @@ class Subscriber:
     first_event_after_s: float | None = None
 
 
-async def _read_chunked(reader: asyncio.StreamReader) -> Any:
-    """Yield the body chunks of a chunked HTTP/1.1 response until the last (zero-size) chunk."""
-    while True:
-        size_line = await reader.readline()
-        if not size_line:
-            raise ConnectionError("connection closed inside the chunked body")
-        size = int(size_line.split(b";")[0].strip(), 16)
-        if size == 0:
-            await reader.readline()
-            return
-        chunk = await reader.readexactly(size + 2)
-        yield chunk[:-2]
-
-
 async def subscribe(sub: Subscriber, port: int, run_id: str) -> None:
     """GET the run's stream and decode SSE until the server ends it."""
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    except OSError as exc:
-        sub.error = f"connect: {exc}"
-        return
+    headers = {"X-Request-ID": f"load-sse-{sub.index:04d}"}
     sub.connected_at = time.monotonic()
     try:
-        writer.write(
-            f"GET /api/events/training?run_id={run_id} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-            f"Accept: text/event-stream\r\nX-Request-ID: load-sse-{sub.index:04d}\r\n\r\n".encode()
-        )
-        await writer.drain()
-        head = await reader.readuntil(b"\r\n\r\n")
-        sub.status = int(head.split(b" ", 2)[1])
-        if sub.status != 200 or b"transfer-encoding: chunked" not in head.lower():
-            sub.error = f"answer {head[:200]!r}"
+        stream = await RawEventStream.open("127.0.0.1", port, f"/api/events/training?run_id={run_id}", headers=headers)
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        sub.error = f"connect: {exc}"
+        return
+    try:
+        sub.status = stream.status
+        if sub.status != 200 or "chunked" not in stream.headers.get("transfer-encoding", "").lower():
+            sub.error = f"answer {stream.head[:200]!r}"
             return
-        buffer = b""
-        async for chunk in _read_chunked(reader):
-            buffer += chunk
-            while b"\n\n" in buffer:
-                block, buffer = buffer.split(b"\n\n", 1)
-                _dispatch(sub, block.decode("utf-8"))
+        async for _, event in stream.events():
+            _dispatch(sub, event)
         sub.closed_by_server = True
     except (OSError, asyncio.IncompleteReadError, ConnectionError, ValueError) as exc:
         sub.error = f"{type(exc).__name__}: {exc}"
     finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
+        await stream.close()
 
 
-def _dispatch(sub: Subscriber, block: str) -> None:
-    data: list[str] = []
-    sse_id = None
-    for line in block.split("\n"):
-        if line.startswith(":") or not line:
-            continue
-        name, _, value = line.partition(":")
-        value = value.removeprefix(" ")
-        if name == "data":
-            data.append(value)
-        elif name == "id":
-            sse_id = value
-    if data:
-        if sub.first_event_after_s is None:
-            sub.first_event_after_s = time.monotonic() - sub.connected_at
-        sub.events.append(json.loads("\n".join(data)))
-        sub.ids.append(sse_id or "")
+def _dispatch(sub: Subscriber, event: ServerSentEvent) -> None:
+    if sub.first_event_after_s is None:
+        sub.first_event_after_s = time.monotonic() - sub.connected_at
+    sub.events.append(json.loads(event.data))
+    sub.ids.append(event.id)
 
 
 # ----- pollers -----

@@ -7,6 +7,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -14,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from trainer_conformance.sse import SSEDecoder
 
-from reference_server.launcher import LaunchedServer, launch
 from reference_server.schemas import Contract
+from tooling.launcher import LaunchedServer, launch
 
 REPO = Path(__file__).resolve().parents[1]
 HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
@@ -69,6 +71,22 @@ class ServerProcess:
 
 
 ServerFactory = Callable[..., ServerProcess]
+
+
+def verify_partially(server: ServerProcess, commit: str) -> Path:
+    """A real, partial verification of `server` by the conformance suite (its health and error checks: about a
+    second), written where the dashboard reads reports; the folder."""
+    out = server.evidence_dir / "phase1" / "verify"
+    argv = [sys.executable, "-m", "trainer_conformance", "--base-url", server.url, "--out", str(out)]
+    done = subprocess.run(
+        [*argv, "--commit", commit, "--check", "health", "--check", "errors"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out / f"partial-{commit}"  # a subset of the checks: the suite writes it beside the commit's folder
 
 
 def start_run(client: httpx.Client, **body: Any) -> dict[str, Any]:
@@ -152,36 +170,23 @@ class SseStream:
 
 
 def parse_sse(
-    lines: Iterator[str],
+    chunks: Iterator[bytes],
     stream: SseStream,
     until: float | None = None,
     stop: Callable[[SseEvent], bool] | None = None,
 ) -> SseStream:
-    """WHATWG-style line parsing (LF endings from this server); stops at EOF, at `until` (monotonic), or after an
-    event for which `stop` is true."""
-    data: list[str] = []
-    event = ""
-    last_id: str | None = None
-    for line in lines:
-        if line == "":
-            if data:
-                stream.events.append(SseEvent(last_id, event or "message", "\n".join(data), time.monotonic()))
-                if stop is not None and stop(stream.events[-1]):
-                    return stream
-            data, event = [], ""
-        elif line.startswith(":"):
-            stream.comments.append(line[1:].strip())
-        else:
-            name, _, value = line.partition(":")
-            value = value[1:] if value.startswith(" ") else value
-            if name == "data":
-                data.append(value)
-            elif name == "event":
-                event = value
-            elif name == "id":
-                last_id = value
-            elif name == "retry" and value.isdigit():
-                stream.retry = int(value)
+    """Decode a stream's bytes with the suite's WHATWG decoder (the project's one SSE parser); stops at EOF, at
+    `until` (monotonic), or after an event for which `stop` is true."""
+    decoder = SSEDecoder()
+    for chunk in chunks:
+        seen = len(decoder.comments)
+        for event in decoder.feed(chunk):
+            stream.events.append(SseEvent(event.id or None, event.event, event.data, time.monotonic()))
+            if stop is not None and stop(stream.events[-1]):
+                stream.retry = decoder.retry
+                return stream
+        stream.comments += [comment.strip() for comment in decoder.comments[seen:]]
+        stream.retry = decoder.retry
         if until is not None and time.monotonic() > until:
             return stream
     stream.closed_by_server = True
@@ -207,5 +212,5 @@ def read_sse(
             response.read()
             return response, stream
         until = time.monotonic() + seconds if seconds else None
-        parse_sse(response.iter_lines(), stream, until, stop)
+        parse_sse(response.iter_raw(), stream, until, stop)
     return response, stream

@@ -48,6 +48,13 @@ class Breakage:
     unknown_run_ok: bool = False
     errors_as_json: bool = False
     no_405: bool = False
+    create_status: int = 200  # what POST /api/training/runs answers when it starts a run (RFC 9110 allows 201, 202)
+    phase: str = "stage1"  # the stage marker in X-Phase and the health body
+    not_ready_for_s: float = 0.0  # /readyz answers 503 not_ready this long after the server starts
+    refuse_create: bool = False  # POST /api/training/runs answers 409 problem+json
+    drop_stream_after: int | None = None  # the first subscription without Last-Event-ID closes after this many events
+    drop_every_stream: bool = False  # with drop_stream_after: every subscription is closed that early
+    busy_while_first_run: bool = False  # POST /api/training/runs answers 429 until the first run has ended
 
 
 def ts(t: float) -> str:
@@ -76,6 +83,7 @@ class ScriptedTarget:
         self.interval = interval
         self.metric_count = 1 if self.breakage.slow_sse else metrics
         self.runs: dict[str, ScriptedRun] = {}
+        self.started = time.monotonic()
         self.lock = threading.Lock()
         self.contract = default_contract()
         target = self
@@ -99,6 +107,7 @@ class ScriptedTarget:
     def create(self, request: dict[str, Any]) -> ScriptedRun:
         seed = int(request.get("seed", 0))
         steps = int(request.get("steps", self.metric_count * 10))
+        metric_count = min(self.metric_count, max(1, steps // 10))  # a short run (a control run) is short here too
         config = {
             "dataset": request.get("dataset", "fashion-mnist"),
             "model": request.get("model", "mlp"),
@@ -114,13 +123,13 @@ class ScriptedTarget:
         run = ScriptedRun(run_id=f"run-{uuid.uuid4().hex[:12]}", created=time.time(), config=config)
         rng = np.random.default_rng(seed)
         items: list[tuple[str, dict[str, Any]]] = [("status", {"status": "queued"}), ("status", {"status": "running"})]
-        for k in range(1, self.metric_count + 1):
+        for k in range(1, metric_count + 1):
             step = 10 * k
             loss = 2.3 * 0.9**k + 0.01 * rng.random()
             items.append(
                 ("metric", {"step": step, "epoch": step / 100, "loss": loss, "accuracy": min(1.0, 0.1 + k / 30)})
             )
-            if step % config["checkpoint_every"] == 0 or k == self.metric_count:
+            if step % config["checkpoint_every"] == 0 or k == metric_count:
                 name = f"step-{step:06d}.safetensors"
                 weights = {"model.l1.weight": rng.normal(size=(4, 3)).astype(np.float32)}
                 data = safetensors.numpy.save(weights, metadata={"step": str(step)})
@@ -203,7 +212,7 @@ class _Handler(BaseHTTPRequestHandler):
         echo = sent if REQUEST_ID.match(sent) and not b.no_echo else f"srv-{uuid.uuid4().hex}"
         headers = {
             "X-Request-ID": echo,
-            "X-Phase": "stage1",
+            "X-Phase": b.phase,
             "X-Mocks": "true" if b.mocks else "false",
             "X-Commit-SHA": COMMIT,
             "X-Content-Type-Options": "nosniff",
@@ -247,9 +256,10 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = unquote(url.path), parse_qs(url.query)
         parts = path.strip("/").split("/")
         if path in ("/healthz", "/readyz"):
-            status = "ok" if path == "/healthz" else "ready"
-            self._json({"status": status, "mocks": t.breakage.mocks, "phase": "stage1", "version": "0.0.1",
-                        "commit": COMMIT, "time": ts(time.time())})  # fmt: skip
+            waiting = path == "/readyz" and time.monotonic() - t.started < t.breakage.not_ready_for_s
+            status = "ok" if path == "/healthz" else ("not_ready" if waiting else "ready")
+            self._json({"status": status, "mocks": t.breakage.mocks, "phase": t.breakage.phase, "version": "0.0.1",
+                        "commit": COMMIT, "time": ts(time.time())}, 503 if waiting else 200)  # fmt: skip
         elif path == "/api/datasets":
             self._json({"datasets": [{"name": "fashion-mnist", "present": True, "verified": True, "source": "x"}]})
         elif path == "/api/training/runs":
@@ -300,11 +310,20 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._problem(400, "invalid_json", "body is not JSON")
             if problems := t.contract.problems("run-create-request", body):
                 return self._problem(422, "invalid_body", problems[0])
+            first = min(t.runs.values(), key=lambda r: r.created, default=None)
+            if t.breakage.busy_while_first_run and first and t.run_body(first)["status"] != "succeeded":
+                return self._problem(429, "queue_full", "one run at a time: try again when it has ended")
+            if t.breakage.refuse_create:
+                return self._problem(409, "dataset_not_verified", "dataset fashion-mnist is not verified: import it")
             run = t.create(body)
-            self._send(200, json.dumps(t.run_body(run)).encode(), "application/json",
+            self._send(t.breakage.create_status, json.dumps(t.run_body(run)).encode(), "application/json",
                        {"Location": f"/api/training/runs/{run.run_id}"})  # fmt: skip
         elif path.endswith("/cancel"):
-            self._json({"ok": True})
+            run = self._run(path.split("/")[-2])
+            if run is not None:
+                self._json(t.run_body(run))
+        elif path.endswith("/resume"):
+            self._problem(409, "run_not_resumable", "only an interrupted or failed run can be resumed")
         else:
             self._problem(404, "not_found", path)
 
@@ -349,8 +368,12 @@ class _Handler(BaseHTTPRequestHandler):
         last = self.headers.get("Last-Event-ID")
         cursor = int(last) if last and last.isdigit() and not b.ignore_last_event_id else 0
         extra_id = 10_000
+        drop_after = b.drop_stream_after if not last or b.drop_every_stream else None
+        sent = 0
         try:
             self.wfile.write(b"retry: 1000\n\n")
+            if drop_after == 0:
+                return
             while True:
                 released = [e for e in run.released() if e["id"] > cursor]
                 for original in released:
@@ -361,6 +384,9 @@ class _Handler(BaseHTTPRequestHandler):
                         event = {**run.events[2], "id": extra_id}
                         self.wfile.write(b": heartbeat\n\n" * 5)
                     self._write_event(event)
+                    sent += 1
+                    if drop_after is not None and sent >= drop_after:
+                        return  # the connection closes mid-run, as a proxy or a restart would close it
                     if b.repeat_events and event["type"] == "metric":
                         self._write_event(event)
                     cursor = max(cursor, original["id"])

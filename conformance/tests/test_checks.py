@@ -7,13 +7,14 @@ from pathlib import Path
 import pytest
 from scripted_target import Breakage, ScriptedTarget
 from trainer_conformance import Options, run_suite
+from trainer_conformance.registry import select
 from trainer_conformance.runner import SuiteOutcome
 
 #: What the scripted server can honestly pass: everything except what needs real training (forward pass,
 #: provenance of real datasets, seed and learning-rate controls), which the integration tests cover.
 SCRIPTABLE = ["health", "runs", "metrics", "sse", "evidence.files", "evidence.manifest_hashes", "evidence.event_log",
               "checkpoints.listed", "checkpoints.download", "checkpoints.loadable", "checkpoints.differ",
-              "mocks.request_id_echo", "mocks.clock", "mocks.polls_differ", "mocks.run_ids_unique",
+              "health.request_id_echo", "mocks.clock", "mocks.polls_differ", "mocks.run_ids_unique",
               "mocks.sse_new_state", "errors"]  # fmt: skip
 
 
@@ -48,7 +49,7 @@ BROKEN = [
                  id="mocks-true"),
     pytest.param(Breakage(drop_header="X-Content-Type-Options"), ["health", "errors.unknown_run"],
                  {"health.liveness", "health.readiness", "health.headers", "errors.unknown_run"}, id="missing-header"),
-    pytest.param(Breakage(no_echo=True), ["mocks.request_id_echo"], {"mocks.request_id_echo"}, id="no-request-id-echo"),
+    pytest.param(Breakage(no_echo=True), ["health.request_id_echo"], {"health.request_id_echo"}, id="no-id-echo"),
     pytest.param(Breakage(slow_sse=True), ["sse.rate", "sse.ids", "mocks.sse_new_state"],
                  {"sse.rate", "mocks.sse_new_state"}, id="too-few-events"),
     pytest.param(Breakage(padded_sse=True), ["sse.ids", "sse.agrees_with_metrics", "mocks.sse_new_state"],
@@ -95,3 +96,7 @@ def test_a_run_that_never_finishes_fails_within_the_timeout(tmp_path: Path) -> N
 def test_frozen_status_documents_are_detected(tmp_path: Path) -> None:
     outcome = run(tmp_path, Breakage(frozen_polls=True), ["mocks.polls_differ"], timeout=2)
     assert statuses(outcome) == {"mocks.polls_differ": "failed"}
+
+
+def test_a_renamed_check_is_still_selected_by_its_old_id() -> None:
+    assert [c.id for c in select(["mocks.request_id_echo"])] == ["health.request_id_echo"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import email.parser
 import subprocess
 import sys
 import zipfile
@@ -10,11 +11,15 @@ from pathlib import Path
 
 import pytest
 import trainer_conformance
+from trainer_conformance import checks as _checks  # noqa: F401  (registers the checks)
 from trainer_conformance.contract import schemas_dir
+from trainer_conformance.registry import CHECKS, replace_table, select
 
 PACKAGE = Path(trainer_conformance.__file__).resolve().parent  # installed (tox) or the source tree
 PROJECT = Path(__file__).resolve().parents[1]  # conformance/ in the checkout these tests belong to
 SOURCE_SCHEMAS = PROJECT.parent / "schemas"
+DOCS = PROJECT.parent / "docs" / "conformance.md"
+README = PROJECT.parent / "README.md"
 ALLOWED = {"httpx", "jsonschema", "referencing", "numpy", "safetensors"}
 
 
@@ -77,9 +82,37 @@ def test_schemas_come_from_the_package_copy_when_installed_else_the_checkout() -
     assert (found / "headers.json").is_file()
 
 
-@pytest.mark.skipif(not (PROJECT.parent / "README.md").is_file(), reason="not a source checkout")
-def test_the_readme_lists_every_check() -> None:
-    from trainer_conformance.registry import select
+@pytest.mark.skipif(not DOCS.is_file(), reason="not a source checkout: no docs/conformance.md")
+def test_the_docs_checks_table_is_the_one_the_registry_generates() -> None:
+    text = DOCS.read_text()
+    assert replace_table(text) == text, (
+        "docs/conformance.md's checks table is stale: run `trainer-conformance list --update docs/conformance.md`"
+    )
 
-    text = (PROJECT.parent / "README.md").read_text()
-    assert [c.id for c in select() if f"| `{c.id}` |" not in text] == []
+
+@pytest.mark.skipif(not README.is_file(), reason="not a source checkout: no README.md")
+def test_the_readme_links_the_generated_table_instead_of_copying_it() -> None:
+    text = README.read_text()
+    assert "docs/conformance.md#checks" in text
+    assert [c.id for c in CHECKS if f"| `{c.id}` |" in text] == []
+
+
+def test_every_check_names_the_evidence_it_keeps() -> None:
+    assert [c.id for c in CHECKS if not c.evidence.strip()] == []
+    assert len(select()) == len(CHECKS) - len([c for c in CHECKS if c.optional])
+
+
+def test_the_wheel_carries_its_readme_licence_classifiers_urls_and_py_typed(tmp_path: Path) -> None:
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        metadata_name = next(n for n in names if n.endswith(".dist-info/METADATA"))
+        metadata = email.parser.Parser().parsestr(archive.read(metadata_name).decode())
+    assert "trainer_conformance/py.typed" in names and "trainer_conformance/profiles.json" in names
+    assert metadata["License-Expression"] == "MIT"
+    assert metadata["Description-Content-Type"] == "text/markdown"
+    assert "TrainerClient" in (metadata.get_payload() or "")
+    classifiers = metadata.get_all("Classifier") or []
+    assert "Typing :: Typed" in classifiers and "Topic :: Software Development :: Testing" in classifiers
+    assert any(url.startswith("Homepage, https://") for url in metadata.get_all("Project-URL") or [])
+    assert any(extra == "fuzz" for extra in metadata.get_all("Provides-Extra") or [])

@@ -8,11 +8,11 @@ from typing import Any
 
 import httpx
 import pytest
-from trainer_conformance.checks.events import rate, running_since
-from trainer_conformance.client import Exchange, ProbeRecorder, RecordingClient
+from trainer_conformance.checks.sse import rate
 from trainer_conformance.contract import default_contract
 from trainer_conformance.failures import CheckFailure
 from trainer_conformance.folder import VerifyFolder
+from trainer_conformance.probes import Exchange, ProbeRecorder, RecordingClient
 from trainer_conformance.session import Options, RunObservation, Session
 from trainer_conformance.sse import ServerSentEvent
 from trainer_conformance.stream import ReceivedEvent, StreamRecording
@@ -43,7 +43,7 @@ def test_window_opens_at_the_running_status_not_at_subscription(tmp_path: Path) 
     events = [event(1, 0.05, "status", status="queued"), event(2, 12.0, "status", status="running")]
     events += [event(3 + i, 12.5 + 0.25 * i, "metric", step=10 * (i + 1), loss=1.0, accuracy=0.5) for i in range(12)]
     stream = stream_of(events)
-    assert running_since(stream) == 12.0
+    assert stream.running_since() == 12.0
     figures = rate(session_with(stream, tmp_path))
     assert figures["new_state_events_in_window"] == 13
     assert figures["new_state_events_within_10s_of_subscribing"] == 1
@@ -63,4 +63,4 @@ def test_repeats_and_late_events_do_not_count(tmp_path: Path) -> None:
 
 
 def test_without_a_running_status_the_window_opens_at_subscription() -> None:
-    assert running_since(stream_of([event(1, 3.0, "metric", step=10, loss=1.0, accuracy=0.5)])) == 0.0
+    assert stream_of([event(1, 3.0, "metric", step=10, loss=1.0, accuracy=0.5)]).running_since() == 0.0

@@ -6,6 +6,7 @@ repository's `schemas/` folder, which is the only place they are edited.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -16,6 +17,8 @@ from typing import Any
 from jsonschema import Draft202012Validator, FormatChecker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
+
+from .profile import DEFAULT_PROFILE, Profile, load_profile
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -32,19 +35,31 @@ def schemas_dir() -> Path:
 
 
 class Contract:
-    """Validators for every schema in the folder and the response-header table (`headers.json`)."""
+    """Validators for every schema in the folder and the response-header table (`headers.json`), with a stage
+    profile's markers in place of the ones the files state (none: the files as written)."""
 
-    def __init__(self, folder: Path | None = None) -> None:
+    def __init__(self, folder: Path | None = None, profile: Profile | None = None) -> None:
         self.folder = folder or schemas_dir()
+        self.profile = profile
         self.schemas: dict[str, dict[str, Any]] = {}
-        resources = []
         for path in sorted(self.folder.glob("*.schema.json")):
-            schema = json.loads(path.read_text())
-            self.schemas[path.name] = schema
-            resources.append((schema.get("$id", path.name), Resource.from_contents(schema, DRAFT202012)))
-        self.registry: Registry[Any] = Registry().with_resources(resources)
+            self.schemas[path.name] = json.loads(path.read_text())
         self.headers: dict[str, Any] = json.loads((self.folder / "headers.json").read_text())
+        if profile is not None:
+            self._apply(profile)
+        resources = [
+            (schema.get("$id", name), Resource.from_contents(schema, DRAFT202012))
+            for name, schema in self.schemas.items()
+        ]
+        self.registry: Registry[Any] = Registry().with_resources(resources)
         self._validators: dict[str, Draft202012Validator] = {}
+
+    def _apply(self, profile: Profile) -> None:
+        self.headers["all"].update(profile.headers)
+        health = copy.deepcopy(self.schemas["health.schema.json"])
+        for field, value in profile.health.items():
+            health["properties"][field] = {"const": value}
+        self.schemas["health.schema.json"] = health
 
     def validator(self, name: str) -> Draft202012Validator:
         """A validator for `name` (`health` or `health.schema.json`), formats checked."""
@@ -91,6 +106,6 @@ def _json_path(parts: Any) -> str:
 
 
 @cache
-def default_contract() -> Contract:
-    """The contract from the default schemas folder, loaded once per process."""
-    return Contract()
+def default_contract(profile: str = DEFAULT_PROFILE) -> Contract:
+    """The contract from the default schemas folder with `profile`'s markers, loaded once per process."""
+    return Contract(profile=load_profile(profile))

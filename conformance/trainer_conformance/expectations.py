@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from collections.abc import Iterable
@@ -9,9 +10,9 @@ from typing import Any
 
 import httpx
 
-from .client import Exchange
 from .contract import Contract
 from .failures import CheckFailure
+from .probes import Exchange
 
 _CHECKPOINT_PATH = re.compile(r"^/api/training/runs/[^/]+/checkpoints/[^/]+$")
 #: Response kinds of the header contract, by media type.
@@ -35,14 +36,32 @@ def response_kind(exchange: Exchange) -> str:
 
 
 def expect_status(exchange: Exchange, *allowed: int) -> None:
-    """The response status is one of `allowed`."""
+    """The response status is one of `allowed`. The message names a problem answer's `code` and `detail`, so the
+    reason is in discrepancies.md, not only in the probe."""
     if exchange.status not in allowed:
         wanted = " or ".join(str(code) for code in allowed)
+        answered = f"{exchange.status}{problem_summary(exchange)}"
         raise CheckFailure(
             "Unexpected status code",
-            f"{exchange.method} {exchange.url} answered {exchange.status}, expected {wanted}",
+            f"{exchange.method} {exchange.url} answered {answered}, expected {wanted}",
             [exchange.probe],
         )
+
+
+def problem_summary(exchange: Exchange) -> str:
+    """` (code: detail)` for an RFC 9457 problem answer that names them; empty for anything else."""
+    if not exchange.body or not (exchange.content_type.endswith("+json") or exchange.content_type.endswith("/json")):
+        return ""
+    try:
+        body = json.loads(exchange.body)
+    except (ValueError, UnicodeDecodeError):
+        return ""
+    if not isinstance(body, dict) or not ({"code", "detail", "title"} & body.keys()):
+        return ""
+    code = body.get("code") or body.get("title")
+    detail = body.get("detail")
+    said = ": ".join(str(part) for part in (code, detail) if part)
+    return f" ({said[:300]})" if said else ""
 
 
 def expect_media_type(exchange: Exchange, media_type: str) -> None:
@@ -67,9 +86,9 @@ def expect_valid(contract: Contract, schema: str, instance: Any, what: str, evid
         )
 
 
-def expect_json(contract: Contract, exchange: Exchange, schema: str, *, status: int = 200) -> Any:
-    """Status, `application/json`, and a body valid against `schema`; returns the body."""
-    expect_status(exchange, status)
+def expect_json(contract: Contract, exchange: Exchange, schema: str, *, status: int | tuple[int, ...] = 200) -> Any:
+    """Status (one of them, when a tuple), `application/json`, and a body valid against `schema`; returns the body."""
+    expect_status(exchange, *(status if isinstance(status, tuple) else (status,)))
     expect_media_type(exchange, "application/json")
     body = exchange.json()
     expect_valid(contract, schema, body, f"{exchange.method} {exchange.url}", [exchange.probe])

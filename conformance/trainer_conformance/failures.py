@@ -3,15 +3,20 @@
     ConformanceError                 base class
     ├── CheckFailure (AssertionError) a check found the target not conforming: title, message, evidence paths
     ├── CheckSkipped                 a check does not apply, or a check it depends on could not observe anything
-    └── SuiteError                   the suite itself could not run (exit status 2)
-        └── TargetUnreachable        no HTTP answer from the target (connection refused, timeout, reset)
+    ├── SuiteError                   the suite itself could not run (exit status 2)
+    │   └── TargetUnreachable        no HTTP answer from the target (connection refused, timeout, reset)
+    └── ClientError                  the Python client (TrainerClient) could not do what it was asked
+        ├── APIError                 the server answered an error: status, problem `code` and `detail`
+        └── ChecksumMismatch         a downloaded checkpoint does not hash to what the server listed
 
-Errors from httpx, json and safetensors are translated where they enter, so checks and the runner see this family.
+The client also raises TargetUnreachable when no answer comes. Errors from httpx, json and safetensors are
+translated where they enter, so checks, the runner and client users see this family.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 
 class ConformanceError(Exception):
@@ -42,3 +47,22 @@ class SuiteError(ConformanceError):
 
 class TargetUnreachable(SuiteError):
     """The target gave no HTTP answer."""
+
+
+class ClientError(ConformanceError):
+    """Base of what TrainerClient raises besides TargetUnreachable."""
+
+
+class APIError(ClientError):
+    """The server answered with an error status; `code` and `detail` come from its problem+json body."""
+
+    def __init__(self, status: int, code: str, detail: str, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.body = body
+
+
+class ChecksumMismatch(ClientError):
+    """A downloaded checkpoint's SHA-256 differs from the server's listing or header (nothing was written)."""

@@ -1,11 +1,13 @@
 """The gate: a commit passes only with a passing, complete, untampered verification report whose training evidence
 is still on disk exactly as the target served it when the suite ran.
 
-Checked, in order: the folder `<root>/phase1/verify/<commit>/` exists (a 7+ character prefix of the commit also
-finds it when unambiguous); SHA256SUMS covers every file and each hash holds; report.json is valid against
-verification-report.schema.json, names this commit, ran every check (no --check selection) and passed; for each
+Checked, in order: the folder `<root>/<profile's verify_dir>/<commit>/` (`<root>/phase1/verify/<commit>/` for
+stage1) exists (a 7+ character prefix of the commit also finds it when unambiguous); SHA256SUMS covers every file and
+each hash holds; report.json is valid against verification-report.schema.json, names this commit, checked this
+profile's markers, ran every check (no --check selection) and passed; for each
 run it names, `<root>/training/<run_id>/manifest.json` equals the manifest the suite downloaded, and every file the
-manifest lists re-hashes to its recorded size and SHA-256.
+manifest lists re-hashes to its recorded size and SHA-256, and its metrics.jsonl keeps the rules of an event log
+(ids exactly 1..N, at most one `end` per attempt: `event_log.py`).
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .contract import Contract, default_contract
+from .event_log import log_problems
 from .folder import SUMS_NAME, read_sums, sha256_file
-
-VERIFY_DIR = Path("phase1") / "verify"
+from .profile import DEFAULT_PROFILE, load_profile
 
 
 @dataclass
@@ -97,16 +99,26 @@ def check_training_evidence(evidence_root: Path, entry: dict[str, object]) -> li
             problems.append(f"run {run_id}: {path} is missing")
         elif path.stat().st_size != file["bytes"] or sha256_file(path) != file["sha256"]:
             problems.append(f"run {run_id}: {path} does not match its manifest hash")
+    log_path = run_dir / "metrics.jsonl"
+    if not problems and log_path.is_file():
+        try:
+            events = [json.loads(line) for line in log_path.read_bytes().splitlines()]
+        except ValueError as exc:
+            return [f"run {run_id}: {log_path} holds a line that is not JSON ({exc})"]
+        problems += [f"run {run_id}: {log_path}: {p}" for p in log_problems(events)]
     return problems
 
 
-def run_gate(commit: str, evidence_root: Path, contract: Contract | None = None) -> GateOutcome:
+def run_gate(
+    commit: str, evidence_root: Path, contract: Contract | None = None, *, profile: str = DEFAULT_PROFILE
+) -> GateOutcome:
     """Decide whether `commit` passes. Never raises for missing or broken evidence: those are problems."""
     contract = contract or default_contract()
-    folder = find_folder(evidence_root / VERIFY_DIR, commit)
+    verify_root = evidence_root / load_profile(profile).verify_dir
+    folder = find_folder(verify_root, commit)
     outcome = GateOutcome(commit=commit, folder=folder)
     if folder is None:
-        outcome.problems.append(f"no verification folder for commit {commit} under {evidence_root / VERIFY_DIR}")
+        outcome.problems.append(f"no verification folder for commit {commit} under {verify_root}")
         return outcome
     outcome.problems += check_sums(folder)
     report_path = folder / "report.json"
@@ -120,6 +132,8 @@ def run_gate(commit: str, evidence_root: Path, contract: Contract | None = None)
         return outcome
     if not (report["commit"] == folder.name and (commit.startswith(folder.name) or folder.name.startswith(commit))):
         outcome.problems.append(f"{report_path} is for commit {report['commit']}, not {commit}")
+    if report.get("profile", DEFAULT_PROFILE) != profile:
+        outcome.problems.append(f"the report checked profile {report.get('profile')}, not {profile}")
     if report["selected"]:
         outcome.problems.append(f"the report ran only {report['selected']}: a gate needs every check")
     if report["verdict"] != "passed":

@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import re
+import threading
 import time
 import traceback
 from dataclasses import dataclass
@@ -14,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from . import checks as _checks  # noqa: F401  (registers every check)
-from .client import ProbeRecorder, RecordingClient, utc_now
 from .contract import Contract, default_contract
 from .failures import CheckFailure, CheckSkipped, SuiteError, TargetUnreachable
 from .folder import VerifyFolder
 from .owners import CodeOwners
+from .probes import ProbeRecorder, RecordingClient, utc_now
+from .profile import load_profile
+from .progress import Progress
 from .published import PublishedManifest
 from .registry import Check, select
 from .report import (
@@ -29,9 +32,13 @@ from .report import (
     write_junit,
     write_report,
 )
+from .report_html import write_report_html
 from .session import Options, Session
 
-DEFAULT_OUT = Path("evidence/phase1/verify")
+#: Folders of partial runs (--check, or --run-config beyond a dataset): `<verify dir>/partial-<commit>/`.
+PARTIAL_PREFIX = "partial-"
+#: Verification folders go to `<DEFAULT_EVIDENCE_ROOT>/<profile's verify_dir>/<commit>/` unless --out says otherwise.
+DEFAULT_EVIDENCE_ROOT = Path("evidence")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
@@ -56,20 +63,25 @@ class SuiteOutcome:
 def run_suite(
     options: Options,
     *,
-    out: Path = DEFAULT_OUT,
+    out: Path | None = None,
     commit: str | None = None,
     owners_file: Path | None = None,
     patterns: list[str] | None = None,
     contract: Contract | None = None,
     manifest: PublishedManifest | None = None,
+    progress: Progress | None = None,
 ) -> SuiteOutcome:
-    """Run the selected checks (all by default) against `options.base_url` and write `<out>/<commit>/`."""
+    """Run the selected checks (all by default) against `options.base_url` and write `<out>/<commit>/` (`out`
+    defaults to `evidence/<the profile's verify_dir>`)."""
+    progress = progress or Progress()
     try:
-        chosen = select(patterns or [])
+        chosen = select(patterns or [], include_optional=options.fuzz_seconds is not None)
         owners = CodeOwners.load(owners_file) if owners_file else None
+        profile = load_profile(options.profile)
     except (KeyError, OSError) as exc:
-        return SuiteOutcome(2, f"trainer-conformance: COULD NOT RUN: {exc}")
-    contract = contract or default_contract()
+        return SuiteOutcome(2, f"trainer-conformance: COULD NOT RUN: {_reason(exc)}")
+    out = out if out is not None else DEFAULT_EVIDENCE_ROOT / profile.verify_dir
+    contract = contract or default_contract(profile.name)
     if manifest is None:
         try:
             manifest = PublishedManifest.load()
@@ -79,22 +91,26 @@ def run_suite(
     client = RecordingClient(options.base_url, recorder, token=options.token, timeout=min(60.0, options.timeout))
     started_at, started = utc_now(), time.monotonic()
     try:
+        progress.status("health", f"GET {client.base_url}/healthz", milestone=True)
         try:
             health = client.request("GET", "/healthz")
         except TargetUnreachable as exc:
             return SuiteOutcome(2, f"trainer-conformance: COULD NOT RUN: target unreachable: {exc}")
         header_commit = health.headers.get("x-commit-sha")
         name = _UNSAFE.sub("_", commit or header_commit or "unknown")[:64] or "unknown"
+        if patterns or set(options.main_request) - {"dataset"}:
+            # A partial run (some checks, or a main run the gate would refuse) never replaces the commit's folder:
+            # it goes beside it, under a name no commit lookup matches.
+            name = f"{PARTIAL_PREFIX}{name}"
         folder = VerifyFolder(out / name)
         try:
             recorder.attach(folder)
-            session = Session(options, client, folder, contract, manifest)
+            session = Session(options, client, folder, contract, manifest, progress=progress)
             session.health["/healthz"] = health
-            try:
-                session.observe(frozenset().union(*(c.needs for c in chosen)))
-            except TargetUnreachable as exc:
-                session.notes.append(f"observation stopped: {exc}")
-            results = [execute(check, session) for check in chosen]
+            readiness = session.wait_until_ready()
+            progress.status("health", "ready" if readiness.ready else "not ready", milestone=True)
+            progress.done("health")
+            results = _run_checks(chosen, session, progress)
             assign_owners(results, owners)
             report = build_report(
                 results,
@@ -104,11 +120,13 @@ def run_suite(
                     "version": _health_version(health),
                     "commit_header": header_commit,
                 },
+                profile=profile.name,
                 commit=name,
                 commit_source="argument" if commit else "header",
                 started_at=started_at,
                 finished_at=utc_now(),
                 duration_s=round(time.monotonic() - started, 3),
+                readiness=readiness.to_json(),
                 selected=list(patterns or []),
                 runs=[_run_entry(r) for r in session.runs.values()],
                 training_evidence=_training_evidence(session),
@@ -117,6 +135,7 @@ def run_suite(
             _write_checkpoint_results(session)
             recorder.write_index()
             write_report(folder, report, contract)
+            write_report_html(folder, report)
             write_junit(folder, results, started_at, report["duration_s"])
             folder.write_text("discrepancies.md", render_discrepancies(report, results, out / name))
             folder.write_sums()
@@ -126,6 +145,7 @@ def run_suite(
             raise
     finally:
         client.close()
+        progress.close()
     failed = [r.check.id for r in results if r.counts_against]
     if not failed:
         line = f"trainer-conformance: PASSED {len(results)} checks against {client.base_url}; evidence: {out / name}"
@@ -133,6 +153,50 @@ def run_suite(
     listed = ", ".join(failed[:8]) + (f" and {len(failed) - 8} more" if len(failed) > 8 else "")
     line = f"trainer-conformance: FAILED {len(failed)} of {len(results)} checks ({listed}); evidence: {out / name}"
     return SuiteOutcome(1, line, published, report)
+
+
+def _run_checks(chosen: list[Check], session: Session, progress: Progress) -> list[CheckResult]:
+    """Observe, then run every chosen check; report them in `chosen`'s order.
+
+    While the control runs train, the checks that need only the main run already run; the ones that judge the
+    control runs (or every run) follow when those have ended, and the `last` checks after everything else.
+    """
+    needs = frozenset().union(*(c.needs for c in chosen))
+    try:
+        session.observe_main(needs)
+    except TargetUnreachable as exc:
+        session.notes.append(f"observation stopped: {exc}")
+    failures: list[BaseException] = []
+
+    def watch_controls() -> None:
+        try:
+            session.observe_controls()
+        except TargetUnreachable as exc:
+            session.notes.append(f"observation of the control runs stopped: {exc}")
+        except BaseException as exc:  # re-raised in the suite's thread after the join
+            failures.append(exc)
+
+    watcher = threading.Thread(target=watch_controls, name="control-runs", daemon=True)
+    watcher.start()
+    results: dict[str, CheckResult] = {}
+    early = [c for c in chosen if not c.last and not c.waits_for_controls]
+    later = [c for c in chosen if not c.last and c.waits_for_controls]
+    for group in (early, later, [c for c in chosen if c.last]):
+        if group is not early:
+            watcher.join()
+            if failures:
+                raise failures[0]
+        for check in group:
+            progress.status("checks", f"{len(results) + 1}/{len(chosen)} {check.id}")
+            result = results[check.id] = execute(check, session)
+            progress.outcome(check.id, result.status, result.duration_s, result.message)
+    progress.done("checks")
+    return [results[c.id] for c in chosen]
+
+
+def _reason(exc: BaseException) -> str:
+    # KeyError's str() is the repr of its argument, quotes and all.
+    return str(exc.args[0]) if isinstance(exc, KeyError) and exc.args else str(exc)
 
 
 def execute(check: Check, session: Session) -> CheckResult:

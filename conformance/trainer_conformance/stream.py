@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
-from .client import Exchange, RecordingClient
 from .failures import TargetUnreachable
 from .folder import VerifyFolder
+from .probes import Exchange, RecordingClient
 from .sse import ServerSentEvent, SSEDecoder
 
 #: How long to wait for the server to close the stream after the final `end` event.
@@ -35,6 +35,20 @@ class ReceivedEvent:
     sse: ServerSentEvent
     payload: Any = None
     parse_error: str | None = None
+
+    @property
+    def state_key(self) -> tuple[str, Any] | None:
+        """What training state the event carries: (type, step) for metric/checkpoint, (type, status) for
+        status/end; None for anything else (so it can never count as new state)."""
+        payload = self.payload
+        if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
+            return None
+        kind, data = payload.get("type"), payload["data"]
+        if kind in ("metric", "checkpoint"):
+            return (kind, data.get("step"))
+        if kind in ("status", "end"):
+            return (kind, data.get("status"))
+        return None
 
 
 @dataclass
@@ -57,6 +71,26 @@ class StreamRecording:
         """True when the server closed the stream itself."""
         return self.ended == "closed"
 
+    def new_state_events(self) -> list[ReceivedEvent]:
+        """The events that carry training state not seen earlier on the stream (repeats and comments excluded)."""
+        seen: set[tuple[str, Any]] = set()
+        fresh = []
+        for event in self.events:
+            key = event.state_key
+            if key is not None and key not in seen:
+                seen.add(key)
+                fresh.append(event)
+        return fresh
+
+    def running_since(self) -> float:
+        """Seconds after subscribing at which the stream said the run was running (0 when it never said so)."""
+        for event in self.events:
+            payload = event.payload if isinstance(event.payload, dict) else {}
+            data = payload.get("data")
+            if payload.get("type") == "status" and isinstance(data, dict) and data.get("status") == "running":
+                return float(event.arrival_s)
+        return 0.0
+
 
 def read_event_stream(
     client: RecordingClient,
@@ -67,14 +101,19 @@ def read_event_stream(
     params: Mapping[str, Any] | None = None,
     headers: Mapping[str, str] | None = None,
     deadline: float,
+    recording: StreamRecording | None = None,
+    on_event: Callable[[ReceivedEvent], None] | None = None,
 ) -> StreamRecording:
     """Subscribe and read until the server closes, the stream stalls, or `deadline` (time.monotonic) passes.
 
     After an `end` event the server gets CLOSE_GRACE_S to close the connection. Never raises for transport
-    problems: they are recorded in `ended`/`error` for the checks to judge.
+    problems: they are recorded in `ended`/`error` for the checks to judge. Pass `recording` to watch it fill from
+    another thread; `on_event` is called with each event as it arrives.
     """
     started = time.monotonic()
-    recording = StreamRecording(name=name, subscribed_wall=time.time())
+    if recording is None:
+        recording = StreamRecording(name=name, subscribed_wall=time.time())
+    recording.subscribed_wall = time.time()
     raw = bytearray()
     chunks: list[str] = []
     decoder = SSEDecoder()
@@ -102,6 +141,8 @@ def read_event_stream(
                     except ValueError as exc:
                         received.parse_error = str(exc)
                     recording.events.append(received)
+                    if on_event is not None:
+                        on_event(received)
                     if event.event == "end":
                         stop_at = min(stop_at, now + CLOSE_GRACE_S)
                 recording.comments += [(now - started, c) for c in decoder.comments[seen_comments:]]

@@ -2,8 +2,9 @@
 
 Layout, per run: ``<root>/training/<run_id>/`` holding ``config.json``, ``provenance.json``, ``metrics.jsonl`` (the
 durable event log, append-only), ``checkpoints/*.safetensors``, ``trainer.log`` (the training process's stderr, when
-it ended), ``repairs.jsonl`` (only when start-up recovery had to repair something) and ``manifest.json`` (written
-last: every other file with bytes and sha256).
+it ended), ``repairs.jsonl`` (only when start-up recovery had to repair something), ``report.html`` (the evidence as a
+page, rendered from the files above when the run ends) and ``manifest.json`` (written last: every other file with
+bytes and sha256).
 
 Writes are all or nothing. Every JSON document is validated against its schema, then goes through a temporary file
 in the same directory, fsync, rename: a reader never sees half a file. metrics.jsonl grows by one ``write()`` of a
@@ -34,24 +35,28 @@ from typing import Any, BinaryIO
 from trainer_tinygrad.files import fsync_dir, sha256_file, write_atomic
 
 from trainer_tinygrad.clock import utc_now
+
+from ..assets import Assets, bundled
 from ..lifecycle import RUN_ID_PATTERN
 from ..schemas import Contract
+from . import report
 from .integrity import log_problems
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT_NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+\.safetensors$")
-CONFIG, PROVENANCE, EVENTS, MANIFEST, TRAINER_LOG, REPAIRS = (
+CONFIG, PROVENANCE, EVENTS, MANIFEST, TRAINER_LOG, REPAIRS, REPORT = (
     "config.json",
     "provenance.json",
     "metrics.jsonl",
     "manifest.json",
     "trainer.log",
     "repairs.jsonl",
+    report.REPORT,
 )
 CHECKPOINTS = "checkpoints"
 #: Files of a run folder that the store writes and serves by name (checkpoints are served from checkpoints/).
-RUN_FILES = (CONFIG, PROVENANCE, EVENTS, MANIFEST, TRAINER_LOG, REPAIRS)
+RUN_FILES = (CONFIG, PROVENANCE, EVENTS, MANIFEST, TRAINER_LOG, REPAIRS, REPORT)
 RESERVE = ".reserve"
 #: Room kept for a run's last words on a full disk: its `end` line, trainer.log's tail and manifest.json.
 RESERVE_BYTES = 256 * 1024
@@ -109,10 +114,11 @@ def is_checkpoint_name(name: str) -> bool:
 class EvidenceStore:
     """The only writer under the evidence directory."""
 
-    def __init__(self, root: Path, contract: Contract) -> None:
+    def __init__(self, root: Path, contract: Contract, assets: Assets | None = None) -> None:
         self.root = root
         self.training = root / "training"
         self.contract = contract
+        self._assets = assets
         self._logs: dict[str, int] = {}
 
     # ----- layout -----
@@ -322,17 +328,48 @@ class EvidenceStore:
 
     def reopen_run(self, run_id: str) -> None:
         """Remove manifest.json of an ended run that is about to be resumed (durably: a folder with a manifest is
-        an ended run, and recovery trusts that)."""
+        an ended run, and recovery trusts that), and its report, which the next end renders again."""
         directory = self.run_dir(run_id)
         (directory / MANIFEST).unlink(missing_ok=True)
+        (directory / REPORT).unlink(missing_ok=True)
         fsync_dir(directory)
 
+    def write_report(self, run_id: str) -> bool:
+        """report.html from the run's config, provenance and events (each checked against its schema first); False,
+        logged and with no report left behind, when it cannot be written. A report is a view of the evidence: it is
+        never a reason for a run's end or its manifest not to be written. Blocking: use an executor."""
+        directory = self.run_dir(run_id)
+        try:
+            config = self.read_config(run_id)
+            provenance = json.loads((directory / PROVENANCE).read_text(encoding="utf-8"))
+            events = self.read_events(run_id)
+            self.contract.check("evidence-config.schema.json", config)
+            self.contract.check("evidence-provenance.schema.json", provenance)
+            for event in events:
+                self.contract.check("event.schema.json", event)
+            page = report.render(config, provenance, events, self._assets or bundled())
+            # On a nearly full disk the manifest, and other runs' event lines, come first: the report (about the
+            # size of metrics.jsonl plus 60 KB) is written only when it leaves a run's reserve worth of room.
+            if self.free_bytes() < len(page) + RESERVE_BYTES:
+                raise OSError(errno.ENOSPC, f"{len(page)} bytes would leave less than {RESERVE_BYTES} free")
+            self._write(run_id, REPORT, page)
+        except Exception as exc:
+            (directory / REPORT).unlink(missing_ok=True)
+            if isinstance(exc, OSError | ValueError | EvidenceError):
+                log.warning("run %s: %s not written: %s", run_id, REPORT, exc)
+            else:
+                log.exception("run %s: %s not written", run_id, REPORT)
+            return False
+        return True
+
     def write_manifest(self, run_id: str, status: str, created_at: str) -> dict[str, Any]:
-        """manifest.json, last: every other file of the run with bytes and sha256. Blocking: use an executor."""
+        """report.html, then manifest.json, last: every other file of the run with bytes and sha256. Blocking: use
+        an executor."""
         try:
             self.close_log(run_id)
         except OSError as exc:
             raise EvidenceWriteError(f"{run_id}/{EVENTS}", exc) from exc
+        self.write_report(run_id)
         directory = self.run_dir(run_id)
         files = []
         for path in self._files(directory):

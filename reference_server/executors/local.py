@@ -169,8 +169,9 @@ class TrainerProcess:
             log.debug("run %s trainer: %s", self.run_id, line)
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
-        """The protocol objects from stdout until it closes; other lines are logged and skipped."""
+        """The protocol objects from stdout, numbered (`seq`), until it closes; other lines are logged and skipped."""
         assert self._proc and self._proc.stdout
+        seq = 0
         while True:
             try:
                 raw = await self._proc.stdout.readline()
@@ -184,7 +185,8 @@ class TrainerProcess:
                 self.stderr_tail.append("[stdout] " + raw.decode("utf-8", errors="replace").rstrip("\n"))
                 log.warning("run %s: trainer printed a non-protocol line: %r", self.run_id, raw[:200])
                 continue
-            yield message
+            seq += 1
+            yield message | {"seq": seq}
 
     def checkpoint_opener(self, message: Mapping[str, Any]) -> Callable[[], BinaryIO]:
         """The checkpoint file the message names; only a file inside this trainer's own scratch folder."""
@@ -233,9 +235,10 @@ class TrainerProcess:
 
 
 class LocalExecutor:
-    """Trainers as child processes of this server."""
+    """Trainers as child processes of this server: they end with it (an `interrupted` run resumes by hand)."""
 
     name = "local"
+    detaches = False
 
     def __init__(
         self,
@@ -270,8 +273,16 @@ class LocalExecutor:
             raise TrainerStartError(f"cannot start the training process: {exc}") from exc
         return proc
 
+    def unavailable(self) -> str | None:
+        """Always available: a child process needs nothing but this host."""
+        return None
+
+    async def reattach(self, launch: Launch, after_seq: int) -> None:
+        """None: a child process dies with its server (PR_SET_PDEATHSIG), so there is nothing to find again."""
+        return None
+
     def forget(self, run_id: str) -> None:
-        """Remove the scratch folder of a run whose trainer died with an earlier server (PR_SET_PDEATHSIG)."""
+        """Remove the scratch folder of a run whose trainer died with an earlier server."""
         shutil.rmtree(self.work_dir / run_id, ignore_errors=True)
 
     async def probe(self) -> dict[str, Any]:

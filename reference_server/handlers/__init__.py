@@ -1,6 +1,7 @@
 """HTTP handlers: thin; they parse, delegate and answer. Dependencies come from the route table in app.py."""
 
 from .base import BaseHandler, NotFoundHandler, Policy
+from .pages import AssetHandler, PageHandler
 from .runs import (
     CancelHandler,
     CheckpointFileHandler,
@@ -20,9 +21,12 @@ from .service import (
     OpenApiHandler,
     ReadyHandler,
 )
+from .session import SessionHandler
 from .stream import EventStreamHandler
+from .verification import VerificationFileHandler, VerificationHandler, VerificationsHandler
 
 __all__ = [
+    "AssetHandler",
     "BaseHandler",
     "CancelHandler",
     "CheckpointFileHandler",
@@ -36,10 +40,15 @@ __all__ = [
     "MetricsHandler",
     "NotFoundHandler",
     "OpenApiHandler",
+    "PageHandler",
     "Policy",
     "ReadyHandler",
     "ResumeHandler",
     "RunHandler",
     "RunMetricsHandler",
     "RunsHandler",
+    "SessionHandler",
+    "VerificationFileHandler",
+    "VerificationHandler",
+    "VerificationsHandler",
 ]

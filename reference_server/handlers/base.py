@@ -23,15 +23,18 @@ from tornado.iostream import StreamClosedError
 from tornado.web import HTTPError, RequestHandler
 from trainer_tinygrad.files import sha256_fd
 
+from .. import access
 from ..errors import (
     BY_STATUS,
     ApiError,
+    CrossSiteRequest,
     Forbidden,
     HeadersTooLarge,
     InvalidJson,
     InvalidParameter,
     MethodNotAllowed,
     NotFound,
+    OriginNotAllowed,
     PayloadTooLarge,
     Unauthorized,
     UnsupportedMediaType,
@@ -51,14 +54,16 @@ _CHUNK = 64 * 1024
 #: more room (512 KiB in flight: 10 MB/s at a 50 ms round trip).
 STREAM_SEND_BUFFER = 64 * 1024
 DOWNLOAD_SEND_BUFFER = 256 * 1024
-_MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _HANDLED_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+#: What `OPTIONS *` answers: every method some path of this server takes.
+SERVER_METHODS = "GET, HEAD, POST, DELETE, OPTIONS"
 
 
 @dataclass(frozen=True)
 class Policy:
-    """What every request is held to: identity headers, size limits, optional bearer token, and how long a client
-    may leave sent data unread (from Settings, where the defaults live)."""
+    """What every request is held to: identity headers, size limits, optional bearer token (and the sign-in cookie
+    that stands for it), the origins CORS lets in, and how long a client may leave sent data unread (from Settings,
+    where the defaults live)."""
 
     commit: str
     max_body_bytes: int
@@ -66,6 +71,7 @@ class Policy:
     api_token: str | None
     protect_reads: bool
     write_timeout_s: float
+    cors_origins: frozenset[str] = frozenset()
 
 
 def _reject_constant(name: str) -> Any:
@@ -123,19 +129,30 @@ class BaseHandler(RequestHandler):
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Cache-Control", "no-store")
         self.clear_header("Server")
+        for name, value in access.cors_headers(self.request.headers.get("Origin"), self.policy.cors_origins).items():
+            self.set_header(name, value)
 
     def compute_etag(self) -> str | None:
         """No ETags: every JSON answer is no-store, and a file's digest is in its own headers."""
         return None
 
     async def prepare(self) -> None:
-        """Header size, method, access control and body size, before any handler method runs."""
+        """Header size, method, where a state-changing request came from, access control and body size, before any
+        handler method runs. A CORS preflight is answered here."""
         self.check_header_size()
+        if self.request.method == "OPTIONS":
+            self._options()
+            return
         if self.request.method not in self.SUPPORTED_METHODS or not self._implements(self.request.method):
             raise MethodNotAllowed(
                 f"{self.request.method} is not allowed on {self.request.path}; allowed: {', '.join(self._allowed())}",
                 headers={"Allow": ", ".join(self._allowed())},
             )
+        refusal = access.cross_site_refusal(
+            self.request.method or "", self.request.headers, self.request.host, self.policy.cors_origins
+        )
+        if refusal:
+            raise CrossSiteRequest(f"{refusal}; state changes are accepted only from this server's own pages")
         self._authorize()
         size = len(self.request.body)
         if size > self.policy.max_body_bytes:
@@ -160,10 +177,10 @@ class BaseHandler(RequestHandler):
         return getattr(type(self), method.lower()) is not getattr(RequestHandler, method.lower())
 
     def _allowed(self) -> list[str]:
-        allowed = [m for m in _HANDLED_METHODS if m != "OPTIONS" and self._implements(m)]
-        if "GET" in allowed and "HEAD" not in allowed:
+        allowed = [m for m in _HANDLED_METHODS if m not in ("HEAD", "OPTIONS") and self._implements(m)]
+        if "GET" in allowed:  # HEAD wherever GET is (BaseHandler.head), and nowhere else
             allowed.insert(allowed.index("GET") + 1, "HEAD")
-        return allowed
+        return [*allowed, "OPTIONS"]  # every path answers OPTIONS
 
     async def head(self, *args: str, **kwargs: str) -> None:
         """HEAD wherever GET is: Tornado drops the body and keeps the headers."""
@@ -173,18 +190,55 @@ class BaseHandler(RequestHandler):
         if pending is not None:
             await pending
 
+    def _options(self) -> None:
+        """OPTIONS: 204 with `Allow` (every method of this path). A CORS preflight from an origin named with
+        --cors-origin also gets what it may send; from another origin 403; without --cors-origin it gets no CORS
+        headers, so the browser refuses the cross-origin request itself."""
+        allowed = self._allowed()
+        self.set_header("Allow", ", ".join(allowed))
+        origin = self.request.headers.get("Origin")
+        wanted = self.request.headers.get("Access-Control-Request-Method")
+        if self.policy.cors_origins and origin is not None and wanted is not None:
+            if origin.lower() not in self.policy.cors_origins:
+                raise OriginNotAllowed(
+                    f"origin {origin[:100]!r} is not one the server was started with (--cors-origin)"
+                )
+            if wanted not in allowed:
+                raise MethodNotAllowed(
+                    f"{wanted[:20]} is not allowed on {self.request.path}; allowed: {', '.join(allowed)}",
+                    headers={"Allow": ", ".join(allowed)},
+                )
+            for name, value in access.preflight_headers(allowed).items():
+                self.set_header(name, value)
+        self.set_status(204)
+        self.finish()
+
+    def signed_in(self) -> bool:
+        """True when the request carries a valid, unexpired sign-in cookie (only when a token is configured)."""
+        if not self.policy.api_token:
+            return False
+        value = self.get_signed_cookie(access.SESSION_COOKIE, max_age_days=access.SESSION_HOURS / 24)
+        return value is not None and hmac.compare_digest(value, access.SESSION_VALUE.encode())
+
     def _authorize(self) -> None:
         token = self.policy.api_token
         if not token or self.public:
             return
-        if self.request.method not in _MUTATING and not self.policy.protect_reads:
+        if self.request.method not in access.STATE_CHANGING and not self.policy.protect_reads:
             return
-        scheme, _, given = self.request.headers.get("Authorization", "").partition(" ")
+        header = self.request.headers.get("Authorization")
+        # The cookie stands for the token; a request that also sends a bearer token is judged by that token.
+        if header is None and self.signed_in():
+            return
+        scheme, _, given = (header or "").partition(" ")
         challenge = {"WWW-Authenticate": 'Bearer realm="trainer-tinygrad"'}
         if scheme.lower() != "bearer" or not given.strip():
-            raise Unauthorized("this endpoint needs `Authorization: Bearer <TRAINER_API_TOKEN>`", headers=challenge)
-        # Constant time: how much of a guess matched must not show in the response time.
-        if not hmac.compare_digest(given.strip().encode("utf-8"), token.encode("utf-8")):
+            raise Unauthorized(
+                "this endpoint needs `Authorization: Bearer <TRAINER_API_TOKEN>` (in a browser: sign in on the "
+                "dashboard, which sets a cookie that stands for it)",
+                headers=challenge,
+            )
+        if not access.token_matches(given.strip(), token):
             raise Forbidden("the bearer token is not the one this server was started with", headers=challenge)
 
     # ----- JSON in -----
@@ -346,6 +400,12 @@ class NotFoundHandler(BaseHandler):
     """Every path the route table does not know."""
 
     async def prepare(self) -> None:
-        """404 before the method is even looked at."""
+        """404 before the method is even looked at; `OPTIONS *` (the server as a whole) answers 204 with the methods
+        some path of the server takes."""
         self.check_header_size()
+        if self.request.method == "OPTIONS" and self.request.uri == "*":
+            self.set_header("Allow", SERVER_METHODS)
+            self.set_status(204)
+            self.finish()
+            return
         raise NotFound(f"no such endpoint: {self.request.path}; the API is described at /openapi.json")

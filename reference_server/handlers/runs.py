@@ -6,6 +6,7 @@ import mimetypes
 from typing import Any
 
 from .. import routes
+from ..dashboard import EVIDENCE_PAGE_CSP, HTML_HEADERS
 from ..errors import (
     CheckpointNotFound,
     EvidenceFileNotFound,
@@ -40,7 +41,7 @@ class RunHandlerBase(BaseHandler):
 class RunsHandler(RunHandlerBase):
     """POST /api/training/runs (start), GET (list, newest first)."""
 
-    query_parameters = frozenset({"limit", "cursor", "status"})
+    query_parameters = frozenset({"limit", "cursor", "status", "tag"})
 
     async def post(self) -> None:
         """Start a run (or return the one its idempotency key already started). The key may come as the
@@ -75,7 +76,10 @@ class RunsHandler(RunHandlerBase):
         status = self.get_query_argument("status", None)
         if status is not None and status not in {str(s) for s in RunStatus}:
             raise InvalidParameter(f"status={status!r} is not one of {', '.join(str(s) for s in RunStatus)}")
-        runs, next_cursor = self.manager.page(limit, cursor, status)
+        tag = self.get_query_argument("tag", None)
+        if tag is not None and self.contract.errors("run-create-request.schema.json", {"tags": [tag]}):
+            raise InvalidParameter(f"tag={tag[:60]!r} is not a tag: a letter or digit, then up to 39 of [A-Za-z0-9._-]")
+        runs, next_cursor = self.manager.page(limit, cursor, status, tag)
         listing: dict[str, Any] = {"runs": [r.to_json() for r in runs], "next_cursor": next_cursor}
         if self.manager.damaged:
             listing["damaged"] = [{"run_id": k, "problem": v} for k, v in sorted(self.manager.damaged.items())]
@@ -97,7 +101,7 @@ class RunMetricsHandler(RunHandlerBase):
 
     async def get(self, run_id: str) -> None:
         """Loss and accuracy per logged step, eval per checkpoint, paginated by step."""
-        run = self.find(run_id)
+        run = await self.manager.history(self.find(run_id))
         after = self.int_argument("after_step", None, 0, 10**12)
         limit = self.int_argument("limit", 100, 1, 1000)
         assert limit is not None
@@ -172,6 +176,7 @@ class EvidenceHandler(RunHandlerBase):
 
 
 _TYPES = {
+    ".html": "text/html; charset=utf-8",
     ".json": "application/json; charset=utf-8",
     ".jsonl": "application/jsonl; charset=utf-8",
     ".log": "text/plain; charset=utf-8",
@@ -195,4 +200,13 @@ class EvidenceFileHandler(RunHandlerBase):
                 f"{routes.url('run_evidence', run_id=run_id)}"
             ) from exc
         content_type = _TYPES.get(path.suffix) or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if path.suffix == ".html":
+            serve_evidence_page(self)
         await self.send_file(path, content_type)
+
+
+def serve_evidence_page(handler: BaseHandler) -> None:
+    """The headers of a self-contained evidence page (report.html): run in a sandbox, never framed."""
+    handler.set_header("Content-Security-Policy", EVIDENCE_PAGE_CSP)
+    for name, value in HTML_HEADERS.items():
+        handler.set_header(name, value)

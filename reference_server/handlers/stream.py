@@ -1,6 +1,8 @@
 """GET /api/events/training: Server-Sent Events.
 
 Per run: the run's log from the start (or after Last-Event-ID), then live events, then `end` and the stream closes.
+A reconnect whose Last-Event-ID is the final `end` of a run that cannot continue gets 204 No Content, which stops a
+browser's EventSource from reconnecting; a run that can still be resumed answers an empty stream, as before.
 Without run_id: every run's events, live only, with ids `<run_id>:<id>`. A comment line goes out every
 `heartbeat_s` so proxies keep the connection; comments are not events. No compression on the stream.
 
@@ -13,10 +15,8 @@ published its last event: a subscriber gets each run's `end` before the server g
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 from collections.abc import Iterator
-from typing import Any
 
 from tornado.ioloop import IOLoop
 from tornado.locks import Condition
@@ -30,12 +30,6 @@ from .base import STREAM_SEND_BUFFER, BaseHandler
 _LAST_ID = re.compile(rf"^(?:(?P<run>{RUN_ID_PATTERN.pattern.strip('^$')}):)?(?P<id>[0-9]{{1,18}})$")
 #: Events per write while replaying: bounds what one stream buffers.
 REPLAY_BATCH = 256
-
-
-def sse_frame(event: dict[str, Any], sse_id: str) -> str:
-    """One event in the SSE wire format (the data is one line of JSON)."""
-    data = json.dumps(event, allow_nan=False, separators=(",", ":"))
-    return f"id: {sse_id}\nevent: {event['type']}\ndata: {data}\n\n"
 
 
 class EventStreamHandler(BaseHandler):
@@ -66,7 +60,7 @@ class EventStreamHandler(BaseHandler):
         run_id = self.get_query_argument("run_id", None)
         if run_id is None:
             if self.request.method == "HEAD":
-                self._open()
+                await self._head()
                 return
             with self.events.subscription(), self._tracked():
                 self._open()
@@ -74,15 +68,23 @@ class EventStreamHandler(BaseHandler):
             return
         if not RUN_ID_PATTERN.match(run_id):
             raise InvalidParameter(f"run_id={run_id!r} is not a run id")
-        self.manager.get(run_id)  # 404 for an unknown run, 409 for one whose evidence cannot be trusted
-        log = self.events.get(run_id)
-        if log is None:
+        run = self.manager.get(run_id)  # 404 for an unknown run, 409 for one whose evidence cannot be trusted
+        if self.events.get(run_id) is None:
             raise RunNotFound(f"no run with id {run_id!r}")
+        log = await self.events.loaded(run_id)
         cursor = self._cursor(run_id, log)
-        if self.request.method == "HEAD":
-            self._open()
+        if cursor and cursor == log.last_id and log.ended and run.final:
+            # The client has the run's last word and nothing can follow it. A 200 with an empty stream would make
+            # a browser's EventSource reconnect every `retry` ms for as long as its tab stays open; a 204 is the
+            # WHATWG way to tell it to stop. A run that can still be resumed keeps the 200: a browser that keeps
+            # reconnecting then follows the resume.
+            self.set_status(204)
+            self.finish()
             return
-        with self.events.subscription(), self._tracked():
+        if self.request.method == "HEAD":
+            await self._head()
+            return
+        with self.events.subscription(), self._tracked(), self.events.pinned(log):
             self._open()
             await self._follow_run(log, cursor)
 
@@ -111,6 +113,12 @@ class EventStreamHandler(BaseHandler):
             raise InvalidLastEventId(f"Last-Event-ID {cursor} is past run {run_id}'s last event ({log.last_id})")
         return cursor
 
+    async def _head(self) -> None:
+        """The stream's headers alone. Flushed before the end, so no `Content-Length: 0` goes out: a stream has no
+        length, and RFC 9110 allows one on HEAD only when it equals what GET would send."""
+        self._open()
+        await self.flush()
+
     def _open(self) -> None:
         self.set_header("Content-Type", "text/event-stream; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
@@ -132,10 +140,8 @@ class EventStreamHandler(BaseHandler):
         if not await self._send(""):
             return
         while not self._gone:
-            batch = log.after(cursor, REPLAY_BATCH)
-            if batch:
-                text = "".join(sse_frame(e, str(e["id"])) for e in batch)
-                cursor = batch[-1]["id"]
+            cursor, text = log.frames_after(cursor, REPLAY_BATCH)
+            if text:
                 if not await self._send(text):
                     return
                 continue
@@ -149,10 +155,8 @@ class EventStreamHandler(BaseHandler):
         if not await self._send(""):
             return
         while not self._gone:
-            batch = self.events.feed_after(cursor)[:REPLAY_BATCH]
-            if batch:
-                cursor = batch[-1][0]
-                text = "".join(sse_frame(e, f"{e['run_id']}:{e['id']}") for _, e in batch)
+            cursor, text = self.events.feed_after(cursor, REPLAY_BATCH)
+            if text:
                 if not await self._send(text):
                     return
                 continue

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from server_harness import CONTRACT, ServerProcess, start_run, wait_for
+from trainer_conformance.fuzzing import schemathesis_config
 
 pytest.importorskip("schemathesis")
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fuzz")]
@@ -26,25 +27,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fuzz")]
 MAX_EXAMPLES = 100
 #: Fixed, so a failure reproduces; TRAINER_FUZZ_SEED explores others.
 SEED = int(os.environ.get("TRAINER_FUZZ_SEED", "20250101"))
-
-#: Statuses a schema-valid request may get: those of the contract that depend on state no schema can express (a
-#: list cursor must come from a previous page; a Last-Event-ID must not be past the run's last event).
-CONFIG = """
-max-stream-events = 50
-
-[parameters]
-"path.run_id" = "{run_id}"
-"query.run_id" = "{run_id}"
-
-[[operations]]
-include-path = "/api/training/runs"
-include-method = "GET"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429"]
-
-[[operations]]
-include-path = "/api/events/training"
-checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "401", "403", "404", "409", "429", "503"]
-"""
 
 
 def schemathesis_command() -> list[str]:
@@ -65,7 +47,7 @@ def target(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[Se
         run = start_run(client, steps=20, log_every=10, checkpoint_every=10, eval_samples=100)
         assert wait_for(client, run["run_id"], {"succeeded", "failed"})["status"] == "succeeded"
     config = root / "schemathesis.toml"
-    config.write_text(CONFIG.format(run_id=run["run_id"]))
+    config.write_text(schemathesis_config(run["run_id"]))
     yield server, config
     assert server.stop() == 0, server.log()[-3000:]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conformance_harness import RunningServer
 
-from reference_server.launcher import LaunchError, launch
+from tooling.launcher import LaunchError, launch
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
+from trainer_conformance.sse import SSEComment, SSEDecoder
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "trailer", "upgrade"}
 
 
 class Tamper:
     """No change at all; subclasses override one hook."""
+
+    def status(self, method: str, path: str, status: int) -> int:
+        return status
 
     def headers(self, path: str, headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
         return headers
@@ -39,12 +43,12 @@ class Tamper:
 
 
 def event_payload(block: str) -> dict[str, Any] | None:
-    """The JSON data of an SSE block, when it is an event."""
-    data = [line[5:].lstrip(" ") for line in block.splitlines() if line.startswith("data:")]
-    if not data:
+    """The JSON data of an SSE block, when it is an event (decoded by the suite's WHATWG decoder)."""
+    events = SSEDecoder().feed(block.encode() + b"\n\n")
+    if not events:
         return None
     try:
-        value = json.loads("\n".join(data))
+        value = json.loads(events[0].data)
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
@@ -114,7 +118,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
                     content = tamper.binary_body(path, content)
             finally:
                 response.close()
-        self.send_response_only(response.status_code)
+        self.send_response_only(tamper.status(self.command, path, response.status_code))
         for k, v in out_headers:
             self.send_header(k, v)
         self.send_header("Content-Length", str(len(content)))
@@ -138,16 +142,33 @@ class _ProxyHandler(BaseHTTPRequestHandler):
 
 
 def _blocks(response: httpx.Response) -> Iterator[str]:
-    buffer = ""
-    for chunk in response.iter_text():
-        buffer += chunk.replace("\r\n", "\n").replace("\r", "\n")
-        while "\n\n" in buffer:
-            block, buffer = buffer.split("\n\n", 1)
-            if block:
-                yield block
+    """The upstream stream decoded by the suite's decoder and written again block by block, as the reference server
+    writes them (comments, `retry`, then `id`, `event` and `data` lines), so a transparent proxy changes nothing a
+    client can see."""
+    decoder = SSEDecoder()
+    retry: int | None = None
+    for chunk in response.iter_raw():
+        for item in decoder.feed_with_comments(chunk):
+            if isinstance(item, SSEComment):
+                yield f":{item.text}"
+                continue
+            if item.retry is not None and item.retry != retry:
+                retry = item.retry
+                yield f"retry: {retry}"
+            lines = [f"id: {item.id}"] if item.id else []
+            lines += [f"event: {item.event}"] if item.event != "message" else []
+            lines += [f"data: {line}" for line in item.data.split("\n")]
+            yield "\n".join(lines)
 
 
 # ---- the broken variants ---------------------------------------------------------------------------------------
+
+
+class CreatedAs201(Tamper):
+    """A run that is started answers 201 Created (with its Location), as RFC 9110 suggests, instead of 200."""
+
+    def status(self, method: str, path: str, status: int) -> int:
+        return 201 if method == "POST" and path == "/api/training/runs" and status == 200 else status
 
 
 class CannedMetrics(Tamper):

@@ -71,12 +71,12 @@ def test_sse_slower_than_ten_events_in_ten_seconds(reference_server: RunningServ
 
 
 def test_required_headers_stripped(reference_server: RunningServer, tmp_path: Path) -> None:
-    got = verify(reference_server, StripHeaders(), ["health", "errors.unknown_run", "mocks.request_id_echo"], tmp_path)
+    got = verify(reference_server, StripHeaders(), ["health", "errors.unknown_run"], tmp_path)
     assert failed(got) == {"health.liveness", "health.readiness", "health.headers", "errors.unknown_run"}
 
 
 def test_mocks_true(reference_server: RunningServer, tmp_path: Path) -> None:
-    got = verify(reference_server, MocksTrue(), ["health", "mocks.request_id_echo"], tmp_path)
+    got = verify(reference_server, MocksTrue(), ["health"], tmp_path)
     assert failed(got) == {"health.liveness", "health.readiness", "health.headers"}
 
 

@@ -1,4 +1,5 @@
-"""The conformance suite passes against the real reference server, and the gate trusts only intact evidence."""
+"""The conformance suite passes against the real reference server (also behind a proxy that answers 201 to a
+created run), the gate trusts only intact evidence, and the evidence pack tells the story."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from conformance_harness import RunningServer
+from tampering_proxy import CreatedAs201, TamperingProxy
+from trainer_conformance import Options, run_suite
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("conformance-reference")]
 
@@ -22,12 +25,14 @@ def cli(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def verification(reference_server: RunningServer) -> dict[str, object]:
     """One full run of the suite (every check, default settings) with its evidence beside the server's."""
-    done = cli("--base-url", reference_server.url, "--out", str(reference_server.evidence_dir / "phase1" / "verify"))
-    lines = done.stdout.strip().splitlines()
+    out = str(reference_server.evidence_dir / "phase1" / "verify")
+    done = cli("--base-url", reference_server.url, "--out", out, "--json")
+    lines = done.stderr.strip().splitlines()
     reports = list((reference_server.evidence_dir / "phase1" / "verify").glob("*/report.json"))
     report = json.loads(reports[0].read_text()) if reports else {}
     return {"code": done.returncode, "last_line": lines[-1] if lines else "", "stdout": done.stdout,
-            "stderr": done.stderr, "report": report, "folder": reports[0].parent if reports else None}  # fmt: skip
+            "stderr": done.stderr, "report": report, "folder": reports[0].parent if reports else None,
+            "summary": json.loads(done.stdout) if done.stdout.strip() else {}}  # fmt: skip
 
 
 def test_every_check_passes_against_the_reference_server(verification: dict[str, object]) -> None:
@@ -40,6 +45,26 @@ def test_every_check_passes_against_the_reference_server(verification: dict[str,
     assert str(verification["folder"]) in str(verification["last_line"])
     # The suite's wall time on this 2-core machine (main run with defaults + two control runs).
     assert report["duration_s"] < 120
+    summary = verification["summary"]
+    assert isinstance(summary, dict) and summary["verdict"] == "passed" and summary["failed"] == []
+    assert summary["summary"]["total"] == len(report["checks"]) == 37
+    # Progress went to stderr while it ran: the readiness wait, the runs, every check's outcome.
+    stderr = str(verification["stderr"])
+    assert "health: ready" in stderr and "sse.rate passed" in stderr and "main run:" in stderr
+    assert report["readiness"]["ready"] is True and report["profile"] == "stage1"
+
+
+def test_every_check_passes_behind_a_proxy_that_answers_201_for_a_created_run(
+    reference_server: RunningServer, tmp_path: Path
+) -> None:
+    with TamperingProxy(reference_server.url, CreatedAs201()) as proxy:
+        outcome = run_suite(Options(base_url=proxy.url), out=tmp_path)
+    assert outcome.report is not None, outcome.line
+    failed = {c["id"]: f"{c['failure']}: {c['message']}" for c in outcome.report["checks"] if c["status"] != "passed"}
+    assert failed == {}
+    create = next(c for c in outcome.report["checks"] if c["id"] == "runs.create")
+    assert create["details"]["http_status"] == 201
+    assert outcome.exit_code == 0 and len(outcome.report["checks"]) == 37
 
 
 def test_the_verdict_rests_on_real_figures(verification: dict[str, object]) -> None:
@@ -64,6 +89,12 @@ def test_the_gate_passes_the_commit_and_refuses_tampered_training_evidence(
     gate = cli("gate", "--commit", commit, "--evidence-root", str(reference_server.evidence_dir))
     assert gate.returncode == 0, gate.stdout
     assert "PASSED" in gate.stdout.strip().splitlines()[-1]
+    pack = cli("pack", "--commit", commit, "--evidence-root", str(reference_server.evidence_dir))
+    assert pack.returncode == 0 and "(passed)" in pack.stdout, pack.stdout + pack.stderr
+    document = json.loads((folder / "evidence-pack.json").read_text())
+    roles = {r["role"] for r in document["training_runs"]}
+    assert document["gate"]["verdict"] == "passed" and roles == {"main", "seed", "zero_lr"}
+    assert all(Path(r["folder"]).is_dir() for r in document["training_runs"])
     # Flip one byte of the main run's final checkpoint on the server's side: the gate must notice.
     report = verification["report"]
     assert isinstance(report, dict)

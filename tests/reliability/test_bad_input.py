@@ -262,7 +262,6 @@ CASES = [
     Case("patch-run", "PATCH", RUN, 405, "method_not_allowed", b"{}", JSON),
     Case("get-cancel", "GET", RUN + "/cancel", 405, "method_not_allowed"),
     Case("post-healthz", "POST", "/healthz", 405, "method_not_allowed"),
-    Case("options-runs", "OPTIONS", RUNS, 405, "method_not_allowed"),
     Case("trace-runs", "TRACE", RUNS, 405, "method_not_allowed"),
     Case("propfind-runs", "PROPFIND", RUNS, 405, "method_not_allowed"),
     Case("delete-checkpoint", "DELETE", RUN + "/checkpoints/step-000010.safetensors", 405, "method_not_allowed"),

@@ -136,6 +136,10 @@ def test_kill_9_mid_run_then_restart_repair_and_resume_to_a_normal_finish(server
         check_checkpoints_open(folder, run)
         last = run["checkpoints"][-1]
         assert verify_evidence(folder).returncode == 0
+        # It can still be resumed: a reconnect at its `end` gets the empty stream (not 204), so a browser keeps
+        # reconnecting and follows the resume.
+        response, empty = read_sse(client, {"run_id": run_id}, {"Last-Event-ID": str(len(after_restart))})
+        assert response.status_code == 200 and empty.closed_by_server and not empty.events
 
         # A changed checkpoint is not resumed from; put back, it is.
         path = folder / "checkpoints" / last["name"]

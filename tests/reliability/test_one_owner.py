@@ -17,7 +17,7 @@ import pytest
 from server_harness import ServerFactory, check_problem, read_sse, start_run, wait_for
 
 from reference_server.evidence.audit import audit_run
-from reference_server.launcher import LaunchError
+from tooling.launcher import LaunchError
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-one-owner")]
 
@@ -112,10 +112,13 @@ def test_replay_follows_event_ids_and_always_moves_forward(server_factory: Serve
         _, whole = read_sse(client, {"run_id": run["run_id"]}, seconds=30)
         ids = [int(e.id or 0) for e in whole.events]
         assert ids == list(range(1, len(ids) + 1)) and whole.closed_by_server
-        for cursor in (0, 1, len(ids) // 2, len(ids) - 1, len(ids)):
+        for cursor in (0, 1, len(ids) // 2, len(ids) - 1):
             _, tail = read_sse(client, {"run_id": run["run_id"]}, {"Last-Event-ID": str(cursor)}, seconds=30)
             assert [int(e.id or 0) for e in tail.events] == ids[cursor:]
             assert tail.closed_by_server
+        # At the final `end` of a finished run there is nothing left: 204, so an EventSource stops reconnecting.
+        ended, _ = read_sse(client, {"run_id": run["run_id"]}, {"Last-Event-ID": str(len(ids))}, seconds=30)
+        assert ended.status_code == 204
 
 
 def test_the_evidence_lock_is_not_inherited_by_trainers(server_factory: ServerFactory) -> None:

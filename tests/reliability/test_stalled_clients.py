@@ -17,6 +17,8 @@ from urllib.parse import urlsplit
 import pytest
 from server_harness import ServerProcess, read_sse, start_run, wait_for
 
+from tooling.launcher import open_fds, rss_kib
+
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("reliability-stalled")]
 
 SLOTS = 5
@@ -49,17 +51,6 @@ def stalled(server: ServerProcess, target: str) -> socket.socket:
     sock.connect((url.hostname or "127.0.0.1", url.port or 80))
     sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {url.netloc}\r\n\r\n".encode())
     return sock
-
-
-def open_fds(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def subscribers(server: ServerProcess) -> float:
@@ -120,3 +111,23 @@ def test_downloads_are_streamed_in_chunks_and_stalled_ones_dropped(strict: tuple
         body = client.get(target)
         assert body.status_code == 200 and len(body.content) == checkpoint["bytes"]
         assert body.headers["X-Checksum-SHA256"] == checkpoint["sha256"]
+
+
+def test_a_subscriber_that_stops_reading_a_live_run_is_dropped_and_others_miss_nothing(
+    strict: tuple[ServerProcess, dict],
+) -> None:
+    server, _ = strict
+    dropped_before = server.log().count("left data unread")
+    with server.client() as client:
+        run = start_run(client, steps=4000, log_every=1, checkpoint_every=4000, eval_samples=100)
+        sock = stalled(server, f"/api/events/training?run_id={run['run_id']}")
+        try:
+            response, stream = read_sse(client, {"run_id": run["run_id"]}, seconds=300)
+            assert response.status_code == 200 and stream.closed_by_server
+            ids = [int(e.id or 0) for e in stream.events]
+            assert ids == list(range(1, len(ids) + 1)) and stream.events[-1].event == "end"
+            # The stalled one was dropped while the run was still sending (its buffer filled, its deadline passed).
+            assert server.log().count("left data unread") == dropped_before + 1
+            assert subscribers(server) == 0
+        finally:
+            sock.close()

@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
 import json
+import re
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import load as load_safetensors
 from server_harness import (
     CONTRACT,
@@ -27,6 +31,7 @@ from server_harness import (
     wait_for,
 )
 
+from reference_server import routes
 from reference_server.schemas import iter_refs
 
 pytestmark = pytest.mark.xdist_group("server-api")
@@ -217,12 +222,26 @@ def test_stream_replays_the_log_then_ends_and_closes(
 def test_last_event_id_replays_exactly_the_events_after_it(client: httpx.Client, finished: dict[str, Any]) -> None:
     _, everything = read_sse(client, {"run_id": finished["run_id"]})
     ids = [int(e.id or 0) for e in everything.events]
-    for cursor in (0, 3, ids[-2], ids[-1]):
+    for cursor in (0, 3, ids[-2]):
         _, after = read_sse(client, {"run_id": finished["run_id"]}, {"Last-Event-ID": str(cursor)})
         assert [int(e.id or 0) for e in after.events] == [i for i in ids if i > cursor]
         assert after.closed_by_server
     _, by_query = read_sse(client, {"run_id": finished["run_id"], "last_event_id": "5"})
     assert [int(e.id or 0) for e in by_query.events] == [i for i in ids if i > 5]
+
+
+def test_a_reconnect_after_the_final_end_gets_204_so_a_browser_stops(
+    client: httpx.Client, finished: dict[str, Any]
+) -> None:
+    _, everything = read_sse(client, {"run_id": finished["run_id"]})
+    end = everything.events[-1]
+    assert end.event == "end" and end.json()["data"]["status"] == "succeeded"
+    for params, headers in (({}, {"Last-Event-ID": end.id}), ({"last_event_id": end.id}, {})):
+        response, stream = read_sse(client, {"run_id": finished["run_id"], **params}, headers)
+        assert response.status_code == 204 and not response.content and not stream.events
+        check_headers(response, "all")
+    head = client.head("/api/events/training", params={"run_id": finished["run_id"], "last_event_id": end.id})
+    assert head.status_code == 204
 
 
 @pytest.mark.parametrize("bad", ["abc", "-1", "1.5", "99999", "run-other0000000000000000:3"])
@@ -318,6 +337,31 @@ def test_the_idempotency_key_header_works_like_the_body_field(client: httpx.Clie
     wait_for(client, run["run_id"], {"succeeded"})
 
 
+def test_name_and_tags_label_a_run_and_filter_the_list(client: httpx.Client, server: ServerProcess) -> None:
+    labels = {"name": "baseline ünïcode run", "tags": ["sweep-1", "lr.high"]}
+    first = check_json(client.post("/api/training/runs", json=SHORT | labels), "run.schema.json")
+    other = check_json(client.post("/api/training/runs", json=SHORT | {"tags": ["sweep-2"]}), "run.schema.json")
+    plain = check_json(client.post("/api/training/runs", json=SHORT), "run.schema.json")
+    for run in (first, other, plain):
+        client.post(f"/api/training/runs/{run['run_id']}/cancel")
+    for run in (first, other, plain):
+        wait_for(client, run["run_id"], {"cancelled"})
+    assert (first["name"], first["tags"]) == (labels["name"], labels["tags"])
+    assert (plain["name"], plain["tags"]) == (None, [])
+    # Labels are not training configuration: the same config hashes the same whatever a run is called.
+    assert "name" not in first["config"] and "tags" not in first["config"]
+    assert first["config"] == plain["config"]
+    stored = json.loads((run_dir(server, first["run_id"]) / "config.json").read_text())
+    assert {k: stored["request"][k] for k in labels} == labels  # durable: read back after a restart
+    tagged = check_json(
+        client.get("/api/training/runs", params={"tag": "sweep-1", "limit": 100}), "run-list.schema.json"
+    )
+    assert [r["run_id"] for r in tagged["runs"]] == [first["run_id"]]
+    page = client.get("/api/training/runs", params={"tag": "lr.high", "status": "cancelled", "limit": 1}).json()
+    assert [r["run_id"] for r in page["runs"]] == [first["run_id"]] and page["next_cursor"] is None
+    check_problem(client.get("/api/training/runs", params={"tag": "not a tag"}), 400, "invalid_parameter")
+
+
 # ----- errors -----
 BAD_BODIES: list[tuple[str, bytes, str, int, str | None]] = [
     ("malformed json", b'{"steps": ', "application/json", 400, None),
@@ -332,6 +376,19 @@ BAD_BODIES: list[tuple[str, bytes, str, int, str | None]] = [
     ("unknown model", b'{"model": "gpt"}', "application/json", 422, "model"),
     ("steps and epochs", b'{"steps": 5, "epochs": 1}', "application/json", 422, "steps"),
     ("form body", b"steps=5", "application/x-www-form-urlencoded", 415, None),
+    ("empty name", b'{"name": ""}', "application/json", 422, "name"),
+    ("name with a newline", b'{"name": "a\\nb"}', "application/json", 422, "name"),
+    ("name too long", b'{"name": "' + b"n" * 101 + b'"}', "application/json", 422, "name"),
+    ("tags not a list", b'{"tags": "a"}', "application/json", 422, "tags"),
+    ("tag with a space", b'{"tags": ["a b"]}', "application/json", 422, "tags.0"),
+    ("repeated tag", b'{"tags": ["a", "a"]}', "application/json", 422, "tags"),
+    (
+        "seventeen tags",
+        b'{"tags": [' + b",".join(b'"t%d"' % i for i in range(17)) + b"]}",
+        "application/json",
+        422,
+        "tags",
+    ),
 ]
 
 
@@ -388,6 +445,24 @@ def test_errors_are_problem_json(client: httpx.Client, method: str, path: str, s
         assert response.headers["Allow"]
 
 
+def test_without_cors_origins_there_is_no_cors_and_no_preflight(client: httpx.Client) -> None:
+    origin = {"Origin": "http://app.example"}
+    answer = client.get("/api/training/runs", headers=origin)
+    assert answer.status_code == 200 and not any(h.lower().startswith("access-control-") for h in answer.headers)
+    preflight = client.options("/api/training/runs", headers=origin | {"Access-Control-Request-Method": "POST"})
+    # What the path allows, and no CORS grant: the browser refuses the cross-origin request itself.
+    assert preflight.status_code == 204 and preflight.headers["Allow"] == "GET, HEAD, POST, OPTIONS"
+    assert not any(h.lower().startswith("access-control-") for h in preflight.headers)
+    # Without a token mutations are open, yet not to other sites' pages.
+    check_problem(
+        client.post("/api/training/runs", json={"steps": 0}, headers={"Sec-Fetch-Site": "cross-site"}),
+        403,
+        "cross_site_request",
+    )
+    check_problem(client.post("/api/session", json={"token": "x" * 16}), 409, "no_token_configured")
+    check_json(client.get("/api/session"), "session.schema.json")
+
+
 def test_request_id_is_echoed_when_well_formed(client: httpx.Client) -> None:
     assert (
         client.get("/healthz", headers={"X-Request-ID": "trace-1234:abcd"}).headers["X-Request-ID"] == "trace-1234:abcd"
@@ -423,16 +498,19 @@ def test_datasets_list_and_raw_file_download(client: httpx.Client, server: Serve
 
 def test_prometheus_metrics(client: httpx.Client, finished: dict[str, Any]) -> None:
     response = client.get("/metrics")
-    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=")
     check_headers(response, "all")
-    text = response.text
-    assert 'trainer_runs{status="succeeded"}' in text
-    assert "trainer_sse_subscribers " in text and "trainer_steps_trained_total " in text
-    assert 'trainer_http_request_duration_seconds_bucket{route="Run",method="GET",status="200",le="+Inf"}' in text
-    steps = next(
-        float(line.split()[1]) for line in text.splitlines() if line.startswith("trainer_steps_trained_total ")
-    )
-    assert steps >= 60
+    # Parsed with prometheus-client's own parser: the exposition is valid, whatever order its labels come in.
+    samples = {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(response.text)
+        for sample in family.samples
+    }
+    assert samples[("trainer_runs", frozenset({("status", "succeeded")}))] >= 1
+    assert ("trainer_sse_subscribers", frozenset()) in samples
+    run_gets = frozenset({("route", "Run"), ("method", "GET"), ("status", "200"), ("le", "+Inf")})
+    assert samples[("trainer_http_request_duration_seconds_bucket", run_gets)] >= 1
+    assert samples[("trainer_steps_trained_total", frozenset())] >= 60
 
 
 def test_openapi_documents_every_route_with_bundled_schemas(client: httpx.Client) -> None:
@@ -441,25 +519,36 @@ def test_openapi_documents_every_route_with_bundled_schemas(client: httpx.Client
     check_headers(response, "json")
     document = response.json()
     assert document["openapi"].startswith("3.1")
-    paths = set(document["paths"])
-    assert {
-        "/api/training/runs",
-        "/api/training/runs/{run_id}",
-        "/api/training/runs/{run_id}/metrics",
-        "/api/training/runs/{run_id}/cancel",
-        "/api/training/runs/{run_id}/resume",
-        "/api/training/runs/{run_id}/checkpoints",
-        "/api/training/runs/{run_id}/checkpoints/{name}",
-        "/api/training/runs/{run_id}/evidence",
-        "/api/training/runs/{run_id}/evidence/{file}",
-        "/api/events/training",
-        "/api/datasets",
-        "/api/datasets/{name}/files/{file}",
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/openapi.json",
-    } == paths
+    # Every named route of the server, and nothing else (routes.PATHS is the one home of a URL).
+    assert set(document["paths"]) == {template.replace(":path", "") for template in routes.PATHS.values()}
     refs = [r for r in iter_refs(document)]
     assert refs and all(r.startswith("#/") for r in refs)  # every $ref points inside the document
     assert document["components"]["schemas"]["run"]["required"] == CONTRACT.documents["run.schema.json"]["required"]
+
+
+# ----- HTTP details -----
+def test_options_answers_204_with_allow_on_every_route_and_for_the_server(
+    client: httpx.Client, server: ServerProcess, finished: dict[str, Any]
+) -> None:
+    samples = {"run_id": finished["run_id"], "name": "step-000010.safetensors", "file": "config.json",
+               "asset": "js/api.js", "commit": "abc1234", "path": "report.json"}  # fmt: skip
+    for name, template in routes.PATHS.items():
+        path = re.sub(r"\{(\w+)(?::path)?\}", lambda m: samples.get(m.group(1), "x"), template)
+        answer = client.options(path)
+        assert answer.status_code == 204, (name, answer.status_code, answer.text[:200])
+        allowed = [m.strip() for m in answer.headers["Allow"].split(",")]
+        assert "OPTIONS" in allowed and ("GET" in allowed) == ("HEAD" in allowed), (name, allowed)
+    url = urlsplit(server.url)
+    conn = http.client.HTTPConnection(url.hostname or "127.0.0.1", url.port, timeout=10)
+    conn.putrequest("OPTIONS", "*", skip_host=False, skip_accept_encoding=True)
+    conn.endheaders()
+    whole = conn.getresponse()
+    assert whole.status == 204 and set(whole.headers["Allow"].split(", ")) >= {"GET", "HEAD", "POST", "OPTIONS"}
+    conn.close()
+
+
+def test_head_on_the_stream_sends_no_length(client: httpx.Client, finished: dict[str, Any]) -> None:
+    for params in ({}, {"run_id": finished["run_id"]}):
+        answer = client.head("/api/events/training", params=params)
+        assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("text/event-stream")
+        assert "Content-Length" not in answer.headers and "Transfer-Encoding" not in answer.headers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +116,13 @@ def test_the_manifest_lists_every_file_with_its_hash(store: EvidenceStore, tmp_p
     folder = store.run_dir(RUN)
     assert json.loads((folder / "manifest.json").read_text()) == manifest
     paths = [f["path"] for f in manifest["files"]]
-    assert paths == ["checkpoints/step-000005.safetensors", "config.json", "metrics.jsonl", "provenance.json"]
+    assert paths == [
+        "checkpoints/step-000005.safetensors",
+        "config.json",
+        "metrics.jsonl",
+        "provenance.json",
+        "report.html",
+    ]
     for entry in manifest["files"]:
         data = (folder / entry["path"]).read_bytes()
         assert (hashlib.sha256(data).hexdigest(), len(data)) == (entry["sha256"], entry["bytes"])
@@ -140,3 +147,51 @@ def test_a_torn_last_line_is_reported_then_cut_off_and_the_cut_recorded(store: E
 def test_no_temporary_files_survive_writes(store: EvidenceStore) -> None:
     store.write_config(RUN, _config() | {"device": "CPU"})
     assert [p.name for p in store.run_dir(RUN).iterdir() if p.name.startswith(".")] == [".reserve"]
+
+
+def test_report_html_embeds_the_events_as_written_and_escapes_what_a_request_named(
+    store: EvidenceStore, tmp_path: Path
+) -> None:
+    hostile = "</script><script>alert(1)</script><!--"
+    config = _config() | {"request": {"name": hostile, "tags": ["x"]}}
+    store.write_config(RUN, config)
+    store.append_event(RUN, _event(2, "status", {"status": "running", "step": 0}))
+    store.append_event(RUN, _event(3, "metric", {"step": 5, "loss": 1.5, "accuracy": 0.5}))
+    store.append_event(RUN, _event(4, "end", {"status": "failed", "error": {"code": "x", "message": hostile}}))
+    manifest = store.write_manifest(RUN, "failed", NOW)
+    page = (store.run_dir(RUN) / "report.html").read_text()
+    assert "report.html" in [f["path"] for f in manifest["files"]]
+    assert hostile not in page and "&lt;/script&gt;&lt;script&gt;alert(1)" in page
+    assert page.count("</script>") == 3  # the data block, uPlot, the charts: nothing a name could add
+    data = page.split('<script type="application/json" id="report-data">')[1].split("</script>")[0]
+    events = [json.loads(line) for line in (store.run_dir(RUN) / "metrics.jsonl").read_text().splitlines()]
+    assert json.loads(data) == {"run_id": RUN, "events": events}
+    # Nothing to fetch: no element loads anything, and every link is a sibling file of the run folder.
+    assert "src=" not in page
+    links = re.findall(r'href="([^"]+)"', page)
+    assert links and all(":" not in link and not link.startswith("/") for link in links), links
+
+
+def test_a_report_that_cannot_be_rendered_costs_only_the_report(store: EvidenceStore, tmp_path: Path) -> None:
+    (store.run_dir(RUN) / "provenance.json").write_text("{not json")  # the report reads it; the manifest does not
+    store.append_event(RUN, _event(2, "end", {"status": "cancelled", "error": None}))
+    manifest = store.write_manifest(RUN, "cancelled", NOW)
+    assert "report.html" not in [f["path"] for f in manifest["files"]]
+    assert not (store.run_dir(RUN) / "report.html").exists()
+    assert json.loads((store.run_dir(RUN) / "manifest.json").read_text()) == manifest
+
+
+def test_a_resumed_run_loses_its_old_report_with_its_manifest(store: EvidenceStore) -> None:
+    store.append_event(RUN, _event(2, "end", {"status": "interrupted", "error": None}))
+    store.write_manifest(RUN, "interrupted", NOW)
+    assert (store.run_dir(RUN) / "report.html").is_file()
+    store.reopen_run(RUN)
+    assert not (store.run_dir(RUN) / "report.html").exists() and not (store.run_dir(RUN) / "manifest.json").exists()
+
+
+def test_on_a_nearly_full_disk_the_report_gives_way_to_the_manifest(store: EvidenceStore) -> None:
+    store.append_event(RUN, _event(2, "end", {"status": "failed", "error": {"code": "disk_full", "message": "full"}}))
+    store.free_bytes = lambda: 300 << 10  # type: ignore[method-assign]  # a disk with about a reserve left
+    manifest = store.write_manifest(RUN, "failed", NOW)
+    assert "report.html" not in [f["path"] for f in manifest["files"]]
+    assert (store.run_dir(RUN) / "manifest.json").is_file() and not (store.run_dir(RUN) / "report.html").exists()

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from server_harness import CONTRACT, REPO
+from trainer_tinygrad.config import resolve_config
 
 from reference_server.app import Service
 from reference_server.schemas import component_name, iter_refs
@@ -61,3 +62,12 @@ def test_every_operation_answers_problem_json_for_its_errors() -> None:
                 if int(status) >= 400 and "$ref" in response:
                     target = bundled["components"]["responses"][response["$ref"].rsplit("/", 1)[1]]
                     assert "application/problem+json" in target["content"], (path, method, status)
+
+
+def test_the_request_schema_states_the_defaults_config_py_resolves() -> None:
+    """Defaults live in trainer_tinygrad.config; the contract states the constant ones, and must agree."""
+    properties = CONTRACT.documents["run-create-request.schema.json"]["properties"]
+    resolved = resolve_config({}, "fashion-mnist")
+    stated = {name: prop["default"] for name, prop in properties.items() if "default" in prop}
+    assert stated and stated == {name: resolved[name] for name in stated}
+    assert not any("default " in prop.get("description", "") for name, prop in properties.items() if name in stated)

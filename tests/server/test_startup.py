@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import sys
@@ -90,8 +91,7 @@ def test_help_and_the_readme_name_every_setting_with_its_one_default() -> None:
         shown = {"None": "unset", "False": "0", "True": "1"}.get(shown, shown)
         assert default == shown or float(default) == float(shown), (option.env, default, shown)
         if option.flag:
-            flag = "--" + option.name.replace("_", "-")
-            assert flag in text and rows[option.env][0] == f"`{flag}`"
+            assert option.flag_name in text and rows[option.env][0] == f"`{option.flag_name}`"
     for variable in OTHER_VARIABLES:
         assert variable in text and variable in rows
     assert "verify-evidence" in text
@@ -136,3 +136,13 @@ def test_a_taken_port_exits_at_once_with_a_message(tmp_path: Path) -> None:
     assert done.returncode == 2 and f"cannot listen on 127.0.0.1:{port}" in done.stderr, done.stderr
     assert "Traceback" not in done.stderr and time.monotonic() - started < 30
     assert not (tmp_path / "ev").exists(), "nothing is touched before the port is taken"
+
+
+def test_the_console_script_answers_version() -> None:
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("trainer-server")), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0 and re.fullmatch(r"trainer-server \S+\n", done.stdout), done

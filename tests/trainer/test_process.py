@@ -75,3 +75,10 @@ def test_every_resolved_config_passes_the_config_check(request_: dict[str, Any])
 def test_the_config_check_is_the_schema_with_integers_that_are_integers(change: dict[str, Any], field: str) -> None:
     with pytest.raises(ConfigError, match=field):
         check_config(spec() | change)
+
+
+@pytest.mark.parametrize("script", ["trainer-train", "trainer-datasets"])
+def test_the_console_scripts_answer_version(script: str) -> None:
+    command = [str(Path(sys.executable).with_name(script)), "--version"]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0 and done.stdout.startswith("trainer-tinygrad ") and "(tinygrad 0.14.0)" in done.stdout

@@ -1,5 +1,5 @@
-"""Every check, registered on import, in section order (see registry.CHECKS)."""
+"""Every check, registered on import; one module per section, named for it (see registry.SECTIONS)."""
 
-from . import checkpoints, errors, events, evidence, health, metrics, mocks, runs
+from . import checkpoints, errors, evidence, fuzz, health, metrics, mocks, runs, sse
 
-__all__ = ["checkpoints", "errors", "events", "evidence", "health", "metrics", "mocks", "runs"]
+__all__ = ["checkpoints", "errors", "evidence", "fuzz", "health", "metrics", "mocks", "runs", "sse"]

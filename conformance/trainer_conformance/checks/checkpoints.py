@@ -15,16 +15,11 @@ from ..failures import CheckFailure, CheckSkipped
 from ..inference import REFERENCE_MODELS, CheckpointError, evaluate, logits_for
 from ..published import DatasetFileError, match_published, read_cifar_batch, read_idx
 from ..registry import check
-from ..session import DownloadedCheckpoint, RunObservation, Session
+from ..session import Session
 
 _AREA = ("schemas/checkpoint.schema.json", "schemas/checkpoint-list.schema.json", "functions/trainer-tinygrad/")
 #: The numpy forward pass must reproduce the reported evaluation accuracy within this (1 percentage point).
 ACCURACY_TOLERANCE = 0.01
-
-
-def downloads(s: Session, run: RunObservation) -> list[tuple[dict[str, Any], DownloadedCheckpoint]]:
-    """Every listed checkpoint of `run` with its download, in step order."""
-    return [(entry, s.checkpoint(run, entry["name"])) for entry in s.listed_checkpoints(run)]
 
 
 @check(
@@ -32,6 +27,7 @@ def downloads(s: Session, run: RunObservation) -> list[tuple[dict[str, Any], Dow
     "Checkpoints are listed with hashes",
     "GET /api/training/runs/{run_id}/checkpoints answers 200 with a body valid against checkpoint-list.schema.json "
     "listing at least one checkpoint, names unique, the same ones (name, sha256) the run's status body lists.",
+    evidence="the checkpoint list probe; the last status poll",
     needs={"main"},
     area=_AREA,
 )
@@ -63,13 +59,14 @@ def listed(s: Session) -> dict[str, Any]:
     "Each download matches its hash",
     "Each listed checkpoint downloads with 200, application/octet-stream, the checkpoint header block "
     "(Digest, X-Checksum-SHA256), and bytes whose SHA-256 and size equal the listing and the headers.",
+    evidence="`checkpoints/<role>-<run_id>/` (every file, and `verification.json` with its hashes)",
     needs={"main"},
     area=_AREA,
 )
 def download(s: Session) -> dict[str, Any]:
     main = s.run("main")
     checked = []
-    for entry, got in downloads(s, main):
+    for entry, got in s.checkpoint_downloads(main):
         exchange = got.exchange
         evidence = [exchange.probe, s.checkpoint_list(main).probe]
         expect_status(exchange, 200)
@@ -105,13 +102,14 @@ def download(s: Session) -> dict[str, Any]:
     "Checkpoints open with safetensors and hold finite weights",
     "Each checkpoint opens with the safetensors library (numpy), holds model weights under `model.`, every tensor "
     "is finite, and its metadata `step` (when present) equals the listed step.",
+    evidence="`checkpoints/<role>-<run_id>/verification.json`",
     needs={"main"},
     area=_AREA,
 )
 def loadable(s: Session) -> dict[str, Any]:
     main = s.run("main")
     summary = {}
-    for entry, got in downloads(s, main):
+    for entry, got in s.checkpoint_downloads(main):
         if got.checkpoint is None:
             got.results["opens"] = False
             raise CheckFailure("Checkpoint does not open", f"{got.name}: {got.error}", [got.path, got.exchange.probe])
@@ -136,12 +134,13 @@ def loadable(s: Session) -> dict[str, Any]:
     "checkpoints.differ",
     "Successive checkpoints differ",
     "The model weights of each checkpoint differ from the previous checkpoint's (training changed them).",
+    evidence="`checkpoints/<role>-<run_id>/`; the largest weight change per pair in `details`",
     needs={"main"},
     area=_AREA,
 )
 def differ(s: Session) -> dict[str, Any]:
     main = s.run("main")
-    loaded = [got for _, got in downloads(s, main) if got.checkpoint is not None]
+    loaded = [got for _, got in s.checkpoint_downloads(main) if got.checkpoint is not None]
     if len(loaded) < 2:
         raise CheckSkipped(f"{len(loaded)} loadable checkpoint(s); two are needed to compare")
     changes = []
@@ -212,6 +211,7 @@ def _test_split(s: Session, dataset: str, count: int | None) -> tuple[np.ndarray
     "For the reference model families (mlp, convnet), evaluating the final checkpoint with an independent numpy "
     "forward pass on the first eval_samples test images (fetched from GET /api/datasets/{name}/files/{file} and "
     "verified against the published dataset manifest) gives the reported eval_accuracy within 1 percentage point.",
+    evidence="the test-file probes; `checkpoints/<role>-<run_id>/verification.json` (numpy and reported figures)",
     needs={"main"},
     area=(*_AREA, "functions/trainer-tinygrad/README.md"),
 )
@@ -220,7 +220,7 @@ def forward_pass(s: Session) -> dict[str, Any]:
     model, dataset = main.config.get("model"), main.config.get("dataset")
     if model not in REFERENCE_MODELS:
         raise CheckSkipped(f"model {model!r} is not a reference model family")
-    entries = downloads(s, main)
+    entries = s.checkpoint_downloads(main)
     if not entries:
         raise CheckSkipped("the run has no checkpoint")
     entry, got = entries[-1]

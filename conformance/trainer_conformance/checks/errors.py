@@ -5,18 +5,18 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..client import Exchange
 from ..expectations import expect_problem
 from ..failures import CheckFailure
+from ..probes import Exchange
 from ..registry import check
-from ..session import Session
+from ..session import CREATED, Session
 
 _AREA = ("schemas/problem.schema.json", "reference_server/")
 
 
 def _cancel_if_started(s: Session, exchange: Exchange) -> None:
     # A target that accepts a bad body starts a run: stop it so the suite leaves the target as it found it.
-    if exchange.status == 200:
+    if exchange.status in CREATED:
         try:
             run_id = exchange.json().get("run_id")
         except (CheckFailure, AttributeError):
@@ -31,6 +31,7 @@ def _cancel_if_started(s: Session, exchange: Exchange) -> None:
     "Unknown runs answer 404",
     "GET /api/training/runs/{id}, .../metrics and .../checkpoints for a run that does not exist answer 404 "
     "application/problem+json valid against problem.schema.json.",
+    evidence="a probe per request",
     area=_AREA,
 )
 def unknown_run(s: Session) -> dict[str, Any]:
@@ -47,6 +48,7 @@ def unknown_run(s: Session) -> dict[str, Any]:
     "Invalid run requests answer 400 or 422",
     "POST /api/training/runs with malformed JSON, a wrongly typed field, an unknown field, or steps together with "
     "epochs answers 400 or 422 application/problem+json valid against problem.schema.json, and starts nothing.",
+    evidence="a probe per request",
     area=(*_AREA, "schemas/run-create-request.schema.json"),
 )
 def invalid_body(s: Session) -> dict[str, Any]:
@@ -68,6 +70,7 @@ def invalid_body(s: Session) -> dict[str, Any]:
     "errors.wrong_method",
     "Wrong methods answer 405",
     "DELETE /api/training/runs and PUT /healthz answer 405 application/problem+json valid against problem.schema.json.",
+    evidence="a probe per request",
     area=_AREA,
 )
 def wrong_method(s: Session) -> dict[str, Any]:

@@ -6,9 +6,10 @@ import hashlib
 import json
 from typing import Any
 
-from ..client import Exchange
+from ..event_log import log_problems
 from ..expectations import expect_json, expect_status, expect_valid
 from ..failures import CheckFailure, CheckSkipped
+from ..probes import Exchange
 from ..registry import check
 from ..session import RunObservation, Session
 
@@ -61,7 +62,8 @@ def event_log(s: Session, run: RunObservation) -> tuple[Exchange, list[dict[str,
     "GET /api/training/runs/{run_id}/evidence answers the run's manifest (valid against "
     "evidence-manifest.schema.json, status succeeded) listing config.json, provenance.json and metrics.jsonl; "
     "each downloads from .../evidence/{file}, config.json and provenance.json are valid against their schemas and "
-    "every metrics.jsonl line is a valid event with ids 1, 2, 3, ...",
+    "every metrics.jsonl line is a valid event with ids 1, 2, 3, ..., at most one end per attempt, ending in an end.",
+    evidence="`training/<role>-<run_id>/` (config.json, provenance.json, metrics.jsonl, manifest.json as served)",
     needs={"main"},
     area=_AREA,
 )
@@ -76,11 +78,10 @@ def files(s: Session) -> dict[str, Any]:
     _json_file(s, main, "config.json", "evidence-config")
     _json_file(s, main, "provenance.json", "evidence-provenance")
     log, events = event_log(s, main)
-    ids = [e["id"] for e in events]
-    if ids != list(range(1, len(ids) + 1)) or any(e["run_id"] != main.run_id for e in events):
-        raise CheckFailure(
-            "Event log out of order", f"metrics.jsonl ids {ids[:10]}... for run {main.run_id}", [log.probe]
-        )
+    problems = log_problems(events)
+    if problems or any(e["run_id"] != main.run_id for e in events):
+        detail = "; ".join(problems) or f"an event of another run than {main.run_id}"
+        raise CheckFailure("Event log breaks its rules", f"metrics.jsonl: {detail}", [log.probe])
     if not events or events[-1]["type"] != "end":
         raise CheckFailure("Event log unfinished", "metrics.jsonl does not end with an end event", [log.probe])
     return {"files": sorted(listed), "events": len(events)}
@@ -91,8 +92,10 @@ def files(s: Session) -> dict[str, Any]:
     "Manifest hashes match the files",
     "Every file the evidence manifest lists downloads from .../evidence/{path} with exactly the listed size and "
     "SHA-256, for every run the suite started.",
+    evidence="`training/<role>-<run_id>/` of every run; report.json `training_evidence`",
     needs={"main"},
     area=_AREA,
+    all_runs=True,
 )
 def manifest_hashes(s: Session) -> dict[str, Any]:
     s.run("main")
@@ -122,6 +125,7 @@ def manifest_hashes(s: Session) -> dict[str, Any]:
     "provenance.json records the run's dataset, and every dataset file it records matches the published dataset "
     "manifest (functions/trainer-tinygrad/datasets/checksums.json): the archive SHA-256 when it matched as an "
     "archive, the payload SHA-256 when it matched as a payload.",
+    evidence="`training/main-<run_id>/provenance.json`",
     needs={"main"},
     area=(*_AREA, "schemas/dataset-provenance.schema.json", "functions/trainer-tinygrad/datasets/checksums.json"),
 )
@@ -169,6 +173,7 @@ def provenance_datasets(s: Session) -> dict[str, Any]:
     "evidence.event_log",
     "The event log is what was streamed",
     "Each event the SSE stream delivered is, field for field, the metrics.jsonl line with the same id.",
+    evidence="`training/main-<run_id>/metrics.jsonl`; `sse/main.events.jsonl`",
     needs={"main"},
     area=(*_AREA, "schemas/event.schema.json"),
 )

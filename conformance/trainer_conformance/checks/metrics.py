@@ -20,6 +20,7 @@ FALLING_CHECKPOINTS = 3
     "Metrics pages are valid",
     "Every page of GET /api/training/runs/{run_id}/metrics (following next_after_step) answers 200 with a body "
     "valid against metrics.schema.json; steps increase across pages; the run has metrics and evals.",
+    evidence="every metrics page probe",
     needs={"main"},
     area=_AREA,
 )
@@ -46,6 +47,7 @@ def pages(s: Session) -> dict[str, Any]:
     "metrics.finite",
     "Metric values are finite",
     "Every loss, accuracy and evaluation value is a finite number, and accuracies lie in [0, 1].",
+    evidence="every metrics page probe",
     needs={"main"},
     area=_AREA,
 )
@@ -77,6 +79,7 @@ def finite(s: Session) -> dict[str, Any]:
     "Evaluation loss falls over successive checkpoints",
     f"The evaluation loss strictly decreases over at least {FALLING_CHECKPOINTS} successive checkpoints, and the "
     "last checkpoint's evaluation loss is below the first's.",
+    evidence="every metrics page probe; the evaluation losses in `details`",
     needs={"main"},
     area=_AREA,
 )

@@ -8,7 +8,7 @@ from typing import Any
 from ..expectations import expect_headers, expect_json, expect_valid
 from ..failures import CheckFailure, CheckSkipped
 from ..registry import check
-from ..session import Session
+from ..session import CREATED, Session
 
 _AREA = ("schemas/run.schema.json", "schemas/run-create-request.schema.json", "reference_server/")
 #: The lifecycle: queued -> running -> one terminal status. A later observation may skip a state it did not see
@@ -18,9 +18,10 @@ _RANK = {"queued": 0, "running": 1, "succeeded": 2, "failed": 2, "cancelled": 2,
 
 @check(
     "runs.create",
-    "Starting a run answers 200 with a run id",
-    "POST /api/training/runs answers 200 with a body valid against run.schema.json (a run_id, a status, links) "
-    "and a Location header.",
+    "Starting a run answers 200, 201 or 202 with the run and its Location",
+    "POST /api/training/runs answers 200, 201 or 202 with a body valid against run.schema.json (a run_id, a "
+    "status, links) and a Location header.",
+    evidence="the POST /api/training/runs probe",
     needs={"main"},
     area=_AREA,
 )
@@ -28,13 +29,20 @@ def create(s: Session) -> dict[str, Any]:
     main = s.runs.get("main")
     if main is None:
         raise CheckSkipped("no run was started")
-    body = expect_json(s.contract, main.create, "run")
+    body = expect_json(s.contract, main.create, "run", status=CREATED)
     expect_headers(s.contract, main.create, "json")
     if not main.create.headers.get("location"):
         raise CheckFailure(
-            "No Location header", "the 200 answer to POST /api/training/runs has no Location", [main.create.probe]
+            "No Location header",
+            f"the {main.create.status} answer to POST /api/training/runs has no Location",
+            [main.create.probe],
         )
-    return {"run_id": body["run_id"], "status": body["status"], "location": main.create.headers["location"]}
+    return {
+        "run_id": body["run_id"],
+        "status": body["status"],
+        "http_status": main.create.status,
+        "location": main.create.headers["location"],
+    }
 
 
 @check(
@@ -42,6 +50,7 @@ def create(s: Session) -> dict[str, Any]:
     "Status bodies are valid",
     "Every GET /api/training/runs/{run_id} answer while the run trains is 200 with a body valid against "
     "run.schema.json, for the same run id.",
+    evidence="every status-poll probe of the main run",
     needs={"main"},
     area=_AREA,
 )
@@ -61,6 +70,7 @@ def status_schema(s: Session) -> dict[str, Any]:
     "Status moves only forward",
     "Observed statuses (create answer, polls, SSE status and end events) follow queued -> running -> one terminal "
     "status (succeeded, failed, cancelled, interrupted), never backwards and never out of a terminal status.",
+    evidence="the status polls; `sse/main.events.jsonl`",
     needs={"main"},
     area=_AREA,
 )
@@ -93,6 +103,7 @@ def transitions(s: Session) -> dict[str, Any]:
     "runs.finishes",
     "The run succeeds within the timeout",
     "The main run reaches status succeeded within --timeout seconds of being started.",
+    evidence="the last status poll (and the cancel, when the suite had to stop the run)",
     needs={"main"},
     area=_AREA,
 )
@@ -118,6 +129,7 @@ def finishes(s: Session) -> dict[str, Any]:
     "The run's resolved dataset is the one asked for (--dataset), or else the target's first verified dataset in "
     "the order mnist, fashion-mnist, cifar10; GET /api/datasets answers a body valid against "
     "dataset-list.schema.json.",
+    evidence="the GET /api/datasets probe; the create answer",
     needs={"main"},
     area=(*_AREA, "schemas/dataset-list.schema.json"),
 )

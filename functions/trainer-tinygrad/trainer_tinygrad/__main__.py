@@ -25,6 +25,7 @@ from trainer_tinygrad.protocol import (
     EXIT_FINISHED,
     EXIT_INVALID_CONFIG,
     EventWriter,
+    function_version,
     tinygrad_version,
 )
 
@@ -52,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer_tinygrad", description=__doc__)
+    parser.add_argument("--version", action="version", version=function_version())
     commands = parser.add_subparsers(dest="command", required=True)
     train = commands.add_parser("train", help="run one training job; protocol lines on stdout, log on stderr")
     train.add_argument("--config", required=True, help="resolved config as JSON: a file, or - for stdin")

@@ -40,8 +40,8 @@ SGD_MOMENTUM = 0.9
 #: Checkpoints per run when `checkpoint_every` is not given (the contract asks for at least 3).
 DEFAULT_CHECKPOINTS = 5
 
-#: Request fields that are not part of the training configuration.
-_NOT_CONFIG = frozenset({"idempotency_key"})
+#: Request fields that are not part of the training configuration (they are the server's run policy).
+_NOT_CONFIG = frozenset({"idempotency_key", "auto_resume"})
 
 
 def resolve_config(request: Mapping[str, Any], default_dataset: str) -> dict[str, Any]:

@@ -20,8 +20,17 @@ EXIT_CANCELLED = 3
 
 def tinygrad_version() -> str:
     """The installed tinygrad's version, as reported in `started`, `device` and checkpoint metadata."""
+    return _version("tinygrad")
+
+
+def function_version() -> str:
+    """`trainer-tinygrad <version> (tinygrad <version>)`: what `--version` of the function's commands prints."""
+    return f"trainer-tinygrad {_version('trainer-tinygrad')} (tinygrad {tinygrad_version()})"
+
+
+def _version(distribution: str) -> str:
     try:
-        return version("tinygrad")
+        return version(distribution)
     except PackageNotFoundError:  # importable without its metadata (vendored): still say which code ran
         return "unknown"
 

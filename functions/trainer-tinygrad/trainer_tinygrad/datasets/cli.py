@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from ..protocol import function_version
 from .cache import ENV_DATA_DIR, DatasetCache, DatasetStatus, FileState
 from .errors import DatasetError
 from .manifest import Manifest
@@ -19,6 +20,7 @@ from .sources import KNOWN_SOURCES
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="trainer-datasets", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p.add_argument("--version", action="version", version=function_version())
     p.add_argument(
         "--data-dir",
         type=Path,

@@ -8,43 +8,12 @@ from typing import Any
 from ..expectations import expect_headers, expect_media_type, expect_status, expect_valid
 from ..failures import CheckFailure, CheckSkipped
 from ..registry import check
-from ..session import RATE_EVENTS, RATE_WINDOW_S, RunObservation, Session
-from ..stream import ReceivedEvent, StreamRecording
+from ..session import RATE_EVENTS, RATE_WINDOW_S, Session
+from ..stream import StreamRecording
 
 _AREA = ("schemas/event.schema.json", "schemas/headers.json", "reference_server/")
-
-
-def state_key(event: ReceivedEvent) -> tuple[str, Any] | None:
-    """What training state an event carries: (type, step) for metric/checkpoint, (type, status) for status/end."""
-    payload = event.payload
-    if not isinstance(payload, dict) or not isinstance(payload.get("data"), dict):
-        return None
-    kind, data = payload.get("type"), payload["data"]
-    if kind in ("metric", "checkpoint"):
-        return (kind, data.get("step"))
-    if kind in ("status", "end"):
-        return (kind, data.get("status"))
-    return None
-
-
-def new_state_events(stream: StreamRecording) -> list[ReceivedEvent]:
-    """The events that carry training state not seen earlier on the stream (repeats and comments excluded)."""
-    seen: set[tuple[str, Any]] = set()
-    fresh = []
-    for event in stream.events:
-        key = state_key(event)
-        if key is not None and key not in seen:
-            seen.add(key)
-            fresh.append(event)
-    return fresh
-
-
-def main_stream(s: Session, *, finished: bool = False) -> tuple[RunObservation, StreamRecording]:
-    """The main run and its stream; skips when there is none."""
-    main = s.run("main", finished=finished)
-    if main.stream is None:
-        raise CheckSkipped("the main run's stream was not read")
-    return main, main.stream
+#: A streamed value and the endpoint's are one number written twice: equal up to float formatting.
+SAME_VALUE = {"rel_tol": 1e-9, "abs_tol": 1e-12}
 
 
 def _files(stream: StreamRecording) -> list[str]:
@@ -56,11 +25,12 @@ def _files(stream: StreamRecording) -> list[str]:
     "The stream is an uncompressed text/event-stream",
     "GET /api/events/training?run_id=... answers 200 with Content-Type text/event-stream, the SSE header block "
     "of schemas/headers.json (Cache-Control: no-store, X-Accel-Buffering: no) and no Content-Encoding.",
+    evidence="the stream's probe; `sse/main.summary.json`",
     needs={"main"},
     area=_AREA,
 )
 def headers(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s)
+    _, stream = s.main_stream()
     if stream.exchange is None:
         raise CheckFailure("No answer", f"subscribing failed: {stream.error}", _files(stream))
     exchange = stream.exchange
@@ -81,13 +51,14 @@ def headers(s: Session) -> dict[str, Any]:
     f"(not comments) arrive within {RATE_WINDOW_S:g} s of the run being running (the arrival of its `running` "
     "status event; the subscription itself when the stream has none), each carrying new training state: a metric "
     "or checkpoint of a step not seen before, or a status not seen before. Heartbeats and repeats do not count.",
+    evidence="`sse/main.raw` (the bytes), `.chunks.jsonl` (each read's arrival), `.events.jsonl` (each event's)",
     needs={"main"},
     area=(*_AREA, "functions/trainer-tinygrad/"),
 )
 def rate(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s)
-    fresh = new_state_events(stream)
-    opened = running_since(stream)
+    _, stream = s.main_stream()
+    fresh = stream.new_state_events()
+    opened = stream.running_since()
     closes = opened + RATE_WINDOW_S
 
     def inside(t: float) -> bool:
@@ -114,26 +85,17 @@ def rate(s: Session) -> dict[str, Any]:
     return figures
 
 
-def running_since(stream: StreamRecording) -> float:
-    """Seconds after subscribing at which the stream said the run was running (0 when it never said so)."""
-    for event in stream.events:
-        payload = event.payload if isinstance(event.payload, dict) else {}
-        data = payload.get("data")
-        if payload.get("type") == "status" and isinstance(data, dict) and data.get("status") == "running":
-            return float(event.arrival_s)
-    return 0.0
-
-
 @check(
     "sse.ids",
     "Event ids increase by one",
     "Every event has an id; a stream subscribed from the start carries ids 1, 2, 3, ... in order, and each "
     "event's data has the same id and its `type` equals the SSE event name.",
+    evidence="`sse/main.events.jsonl`, `sse/main.raw`",
     needs={"main"},
     area=_AREA,
 )
 def ids(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s)
+    _, stream = s.main_stream()
     evidence = _files(stream)
     if not stream.events:
         raise CheckFailure("No events", "the stream delivered no events", evidence)
@@ -160,11 +122,12 @@ def ids(s: Session) -> dict[str, Any]:
     "sse.payloads",
     "Event payloads are valid",
     "Every event's data is JSON valid against event.schema.json for the subscribed run id, and its numbers are finite.",
+    evidence="`sse/main.events.jsonl`, `sse/main.raw`",
     needs={"main"},
     area=_AREA,
 )
 def payloads(s: Session) -> dict[str, Any]:
-    main, stream = main_stream(s)
+    main, stream = s.main_stream()
     evidence = _files(stream)
     for event in stream.events:
         if event.parse_error is not None:
@@ -187,11 +150,12 @@ def payloads(s: Session) -> dict[str, Any]:
     "The stream's metric events and the metrics endpoint list the same steps with equal loss and accuracy; its "
     "checkpoint events equal the endpoint's evals (eval_loss, eval_accuracy) and the checkpoint list (sha256, "
     "bytes).",
+    evidence="`sse/main.events.jsonl`; the metrics pages and checkpoint list probes",
     needs={"main"},
     area=(*_AREA, "schemas/metrics.schema.json"),
 )
 def agrees_with_metrics(s: Session) -> dict[str, Any]:
-    main, stream = main_stream(s, finished=True)
+    main, stream = s.main_stream(finished=True)
     history = s.metrics(main)
     evidence = _files(stream) + [p.probe for p in history.pages]
     streamed = _by_step(stream, "metric")
@@ -239,7 +203,7 @@ def _by_step(stream: StreamRecording, kind: str) -> dict[Any, dict[str, Any]]:
 
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, int | float) and isinstance(b, int | float):
-        return math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+        return math.isclose(a, b, **SAME_VALUE)
     return bool(a == b)
 
 
@@ -247,11 +211,12 @@ def _same(a: Any, b: Any) -> bool:
     "sse.final_event",
     "The stream ends with a final event",
     "The last event is `end`, carrying the run's terminal status; then the server closes the stream.",
+    evidence="`sse/main.events.jsonl`; `sse/main.summary.json` (how the stream ended)",
     needs={"main"},
     area=_AREA,
 )
 def final_event(s: Session) -> dict[str, Any]:
-    main, stream = main_stream(s, finished=True)
+    main, stream = s.main_stream(finished=True)
     evidence = _files(stream)
     if not stream.events or stream.events[-1].sse.event != "end":
         last = stream.events[-1].sse.event if stream.events else None
@@ -273,11 +238,12 @@ def final_event(s: Session) -> dict[str, Any]:
     "Last-Event-ID replays exactly the missed events",
     "Reconnecting to a finished run with Last-Event-ID: N answers exactly the events with id > N, equal to the "
     "first subscription's, ending with `end`, and then closes.",
+    evidence="`sse/replay.*` beside `sse/main.*`",
     needs={"main", "replay"},
     area=_AREA,
 )
 def replay(s: Session) -> dict[str, Any]:
-    _, stream = main_stream(s, finished=True)
+    _, stream = s.main_stream(finished=True)
     if s.replay is None or s.replay_after is None:
         raise CheckSkipped("no reconnection was made (the first stream carried no numeric ids)")
     after = s.replay_after

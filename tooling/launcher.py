@@ -56,6 +56,14 @@ class LaunchedServer:
             time.sleep(0.2)
         raise LaunchError(f"the server was not ready within {timeout:.0f} s ({last}):\n{self.log()[-3000:]}")
 
+    def rss_kib(self) -> int:
+        """The server's resident set size, KiB."""
+        return rss_kib(self.proc.pid)
+
+    def open_fds(self) -> int:
+        """The server's open file descriptors."""
+        return open_fds(self.proc.pid)
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
         """Signal the server, wait for it (SIGKILL after `timeout`), and return its exit status."""
         if self.proc.poll() is None:
@@ -65,6 +73,19 @@ class LaunchedServer:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait()
+
+
+def rss_kib(pid: int) -> int:
+    """A process's resident set size in KiB (/proc/PID/status, VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    """A process's open file descriptors (/proc/PID/fd)."""
+    return sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir())
 
 
 def launch(

@@ -1,0 +1,76 @@
+"""The raw subscriber the load tools share: chunked and close-delimited bodies, decoded by the WHATWG decoder."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from scripted_target import ScriptedTarget
+from trainer_conformance.raw_stream import RawEventStream
+
+BODY = b': hello\nretry: 500\n\nid: 1\nevent: metric\ndata: {"step": 10}\n\nid: 2\r\ndata: a\r\ndata: b\r\n\r\n'
+
+
+async def serve_once(chunks: list[bytes], *, chunked: bool, truncate: bool = False) -> tuple[asyncio.Server, int]:
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        encoding = b"Transfer-Encoding: chunked\r\n" if chunked else b"Connection: close\r\n"
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n" + encoding + b"\r\n")
+        for chunk in chunks:
+            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk) if chunked else chunk)
+            await writer.drain()
+            await asyncio.sleep(0.01)
+        if chunked and not truncate:
+            writer.write(b"0\r\n\r\n")
+        if truncate:
+            writer.write(b"ff\r\npartial")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(answer, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def collect(chunks: list[bytes], *, chunked: bool, truncate: bool = False) -> tuple[RawEventStream, list]:
+    server, port = await serve_once(chunks, chunked=chunked, truncate=truncate)
+    async with server:
+        stream = await RawEventStream.open("127.0.0.1", port, "/events", headers={"X-Request-ID": "raw-test-1"})
+        got = []
+        try:
+            async for arrived, event in stream.events():
+                got.append((arrived, event))
+        finally:
+            await stream.close()
+    return stream, got
+
+
+@pytest.mark.parametrize("chunked", [True, False])
+def test_events_split_anywhere_across_chunks_arrive_whole(chunked: bool) -> None:
+    pieces = [BODY[i : i + 7] for i in range(0, len(BODY), 7)]  # splits fields, CRLFs and the JSON
+    stream, got = asyncio.run(collect(pieces, chunked=chunked))
+    assert stream.status == 200 and stream.headers["content-type"] == "text/event-stream"
+    assert [(e.id, e.event, e.data) for _, e in got] == [("1", "metric", '{"step": 10}'), ("2", "message", "a\nb")]
+    assert stream.closed_by_server and stream.decoder.retry == 500 and stream.decoder.comments == [" hello"]
+    assert all(arrived > 1e9 for arrived, _ in got), "arrival is wall-clock time"
+
+
+def test_a_body_cut_inside_a_chunk_is_an_error_not_a_clean_end() -> None:
+    with pytest.raises((asyncio.IncompleteReadError, ConnectionError)):
+        asyncio.run(collect([BODY], chunked=True, truncate=True))
+
+
+def test_a_real_stream_from_the_scripted_server() -> None:
+    with ScriptedTarget() as target:
+        run_id = httpx.post(f"{target.url}/api/training/runs", json={}).json()["run_id"]
+        host, port = target.url.removeprefix("http://").split(":")
+
+        async def kinds() -> list[str]:
+            stream = await RawEventStream.open(host, int(port), f"/api/events/training?run_id={run_id}")
+            try:
+                return [event.event async for _, event in stream.events()]
+            finally:
+                await stream.close()
+
+        got = asyncio.run(kinds())
+    assert got[0] == "status" and got[-1] == "end" and got.count("metric") == 20
