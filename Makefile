@@ -11,16 +11,16 @@ EVIDENCE_DIR ?= evidence
 export MOCKS_DISABLED ?= 1
 export DEV ?= CPU
 
-.PHONY: setup system-deps datasets serve verify test bench lint clean help
+.PHONY: setup system-deps datasets steps serve verify test bench lint clean help
 
 help:
 	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite, gate, write the evidence pack"
 	@echo "make test    the whole test suite through tox (server, trainer, conformance, ruff, mypy)"
-	@echo "make setup   .venv with both packages, clang, Fashion-MNIST imported and verified"
+	@echo "make setup   .venv with both packages, clang, Fashion-MNIST imported and verified, default steps compiled"
 	@echo "make serve   the reference server on $(HOST):$(PORT), evidence under ./$(EVIDENCE_DIR)"
 	@echo "make bench   the benchmarks"
 
-setup: system-deps $(STAMP) datasets
+setup: system-deps $(STAMP) datasets steps
 
 # clang: tinygrad's CPU backend compiles with it. dataset-fashion-mnist: the real data, offline.
 system-deps:
@@ -35,6 +35,11 @@ $(STAMP): pyproject.toml functions/trainer-tinygrad/pyproject.toml conformance/p
 
 datasets: $(STAMP)
 	@$(BIN)/trainer-datasets import-known
+
+# The default runs' compiled steps into the step cache, so a first run starts as fast as a second one. Idempotent:
+# ~2 s when they are already there, ~20 s from nothing; bounded by the timeout (a run compiles whatever is missing).
+steps: $(STAMP)
+	@timeout 300 $(BIN)/python -m trainer_tinygrad.warm || echo "warning: default steps not precompiled (runs compile them)"
 
 serve: setup
 	$(BIN)/python -m reference_server --host $(HOST) --port $(PORT) --evidence-dir $(EVIDENCE_DIR)

@@ -30,7 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         "--convnet-budget", type=float, default=900, metavar="SECONDS",
         help="wall budget per framework for the convnet's time to 89%% (0 skips it; default 900)",
     )  # fmt: skip
-    parser.add_argument("--no-beam", action="store_true", help="skip the BEAM lever (a cold kernel search is slow)")
+    parser.add_argument(
+        "--before", metavar="REV",
+        help="also run the training function as it was at this git revision, side by side (training, growth)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--levers", metavar="GROUP,...", default="",
+        help="levers: run only these groups (kernel_opts, step_cache, llvm, hcq2, threads, host_syncs, jit, "
+        "winograd, batch_sizes); the others' rows are carried over from the saved results",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     try:
         selected = select(args.names)
@@ -41,7 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         repeats=max(1, args.repeats),
         convnet_steps=args.convnet_steps,
         convnet_accuracy_budget_s=args.convnet_budget,
-        beam=not args.no_beam,
+        before=args.before,
+        levers=tuple(g for g in args.levers.split(",") if g),
     )
     out = args.out or (Path(tempfile.gettempdir()) / "trainer-tinygrad-bench-quick" if args.quick else RESULTS_DIR)
     return run(selected, options, out)

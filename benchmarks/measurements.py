@@ -143,13 +143,3 @@ def run_child(
         stderr_tail=tail,
         stopped_early=stopped.is_set(),
     )
-
-
-def time_calls(fn: Callable[[], object], repeats: int) -> list[float]:
-    """Wall seconds of `repeats` calls of `fn`, one figure per call."""
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times

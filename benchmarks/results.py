@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from trainer_tinygrad.files import write_atomic
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -89,22 +90,11 @@ def markdown(doc: dict[str, Any]) -> str:
     return "\n".join(parts).rstrip() + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder, fsync, rename: a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    tmp.replace(path)
-
-
 def save(doc: dict[str, Any], out_dir: Path) -> Path:
     """Write `<name>.json` and `<name>.md`; returns the JSON path."""
     path = out_dir / f"{doc['benchmark']}.json"
-    write_atomic(path, json.dumps(doc, indent=2) + "\n")
-    write_atomic(out_dir / f"{doc['benchmark']}.md", markdown(doc))
+    write_atomic(path, (json.dumps(doc, indent=2) + "\n").encode("utf-8"))
+    write_atomic(out_dir / f"{doc['benchmark']}.md", markdown(doc).encode("utf-8"))
     return path
 
 
@@ -124,5 +114,5 @@ def write_summary(out_dir: Path, order: Sequence[str], machine: dict[str, Any]) 
     ]
     text = "\n".join(head) + "\n".join(markdown(d) + "\n" for d in docs)
     path = out_dir / "summary.md"
-    write_atomic(path, text)
+    write_atomic(path, text.encode("utf-8"))
     return path

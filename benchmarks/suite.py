@@ -9,7 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from benchmarks import api_latency, conformance_time, fanout, levers, scale, service, training, verification
+from benchmarks import (
+    api_latency,
+    conformance_time,
+    fanout,
+    growth,
+    levers,
+    scale,
+    service,
+    starts,
+    step_profile,
+    training,
+    verification,
+)
 from benchmarks.machine import describe
 from benchmarks.results import Report, markdown, save, utc_now, write_summary
 from benchmarks.workspace import Options, Workspace
@@ -35,6 +47,10 @@ BENCHMARKS = [
     Benchmark("conformance", "5. conformance suite wall time against the local reference server",
               conformance_time.benchmark),
     Benchmark("verification", "6. dataset verification MB/s vs sha256sum", verification.benchmark, cheap=True),
+    Benchmark("starts", "1b. spawn to steady training, first run and second run", starts.benchmark),
+    Benchmark("growth", "8. training samples/s against batch size, tinygrad vs PyTorch", growth.benchmark),
+    Benchmark("profile", "where one mlp step and one convnet step spend their time", step_profile.benchmark,
+              cheap=True),
     Benchmark("levers", "the speed push: each tinygrad lever measured on the training function", levers.benchmark),
     Benchmark("scale", "1, 2 and 4 concurrent runs on the local executor and on Ray", scale.benchmark),
 ]  # fmt: skip

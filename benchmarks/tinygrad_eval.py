@@ -15,7 +15,8 @@ from pathlib import Path
 
 from trainer_tinygrad.config import resolve_config
 from trainer_tinygrad.datasets import DatasetCache, load_dataset
-from trainer_tinygrad.train import Evaluator, initial_model
+from trainer_tinygrad.steps import Evaluator
+from trainer_tinygrad.train import initial_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,7 +2,7 @@
 
 Run as a child process only (PyTorch is a benchmark dependency, never a runtime one):
 
-    python -m benchmarks.torch_reference train --spec FILE|- [--data-dir DIR] [--threads N]
+    python -m benchmarks.torch_reference train --config FILE|- [--data-dir DIR] [--threads N]
     python -m benchmarks.torch_reference eval --model mlp --images 10000 --repeats 5 [--data-dir DIR]
 
 `train` prints the training function's protocol lines (`started`, `metric`, `checkpoint` carrying the evaluation but
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.torch_reference", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     tr = commands.add_parser("train")
-    tr.add_argument("--spec", required=True, help="a resolved config as JSON: a file, or - for stdin")
+    tr.add_argument("--config", required=True, help="a resolved config as JSON: a file, or - for stdin")
     ev = commands.add_parser("eval")
     ev.add_argument("--model", default="mlp")
     ev.add_argument("--images", type=int, default=10_000)
@@ -160,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "eval":
         print(json.dumps(time_evaluation(args.model, args.data_dir, args.images, args.repeats)), flush=True)
         return 0
-    text = sys.stdin.read() if args.spec == "-" else Path(args.spec).read_text(encoding="utf-8")
+    text = sys.stdin.read() if args.config == "-" else Path(args.config).read_text(encoding="utf-8")
     return train(json.loads(text), args.data_dir, stop)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,6 +31,7 @@ from benchmarks.workspace import Workspace
 
 TARGETS = {"mlp": 0.85, "convnet": 0.89}
 TORCH_1 = "torch, 1 thread"
+BEFORE = "tinygrad (before)"
 COLUMNS = [
     ("model", "model"),
     ("framework", "framework"),
@@ -141,16 +143,27 @@ def run_tinygrad(
     env: dict[str, str] | None = None,
     budget_s: float | None = None,
     stop_at_target: bool = False,
+    before: bool = False,
+    module: str = "trainer_tinygrad",
 ) -> RunFigures:
-    """One run of the training function as the server starts it: `python -m trainer_tinygrad train`."""
+    """One run of the training function as the server starts it: `python -m trainer_tinygrad train`.
+
+    `before`: the function as it was at `--before REV` (first on PYTHONPATH), instead of this checkout's; `module`:
+    another entry point taking the trainer's arguments (`benchmarks.threaded_trainer`)."""
     out = ws.scratch("tinygrad-run")
-    argv = [ws.python, "-m", "trainer_tinygrad", "train", "--spec", "-", "--out", str(out)]
-    argv += ["--data-dir", str(ws.data_dir)]
+    flag, extra = "--config", dict(env or {})
+    if before:
+        code = ws.before_path()
+        assert code is not None, "before=True needs --before REV"
+        extra["PYTHONPATH"] = os.pathsep.join([str(code), ws.env()["PYTHONPATH"]])
+        if '"--config"' not in (code / "trainer_tinygrad" / "__main__.py").read_text(encoding="utf-8"):
+            flag = "--spec"  # the name before the config was called config at the process boundary
+    argv = [ws.python, "-m", module, "train", flag, "-", "--out", str(out), "--data-dir", str(ws.data_dir)]
     run = run_child(
-        argv, env=ws.env(**(env or {})), stdin_text=json.dumps(config), budget_s=budget_s,
+        argv, env=ws.env(**extra), stdin_text=json.dumps(config), budget_s=budget_s,
         stop_when=_reached(target) if stop_at_target else None,
     )  # fmt: skip
-    return analyse(run, "tinygrad", config, target)
+    return analyse(run, BEFORE if before else "tinygrad", config, target)
 
 
 def run_torch(
@@ -163,7 +176,7 @@ def run_torch(
     stop_at_target: bool = False,
 ) -> RunFigures:
     """One run of the PyTorch reference (`benchmarks.torch_reference`)."""
-    argv = [ws.python, "-m", "benchmarks.torch_reference", "train", "--spec", "-", "--data-dir", str(ws.data_dir)]
+    argv = [ws.python, "-m", "benchmarks.torch_reference", "train", "--config", "-", "--data-dir", str(ws.data_dir)]
     if threads:
         argv += ["--threads", str(threads)]
     run = run_child(
@@ -206,16 +219,26 @@ def compare(
     from an empty kernel cache, the later ones reuse it. `torch_1_thread` adds PyTorch on one thread: on a shared
     2-core machine its default two threads can wait on each other (tinygrad's CPU kernels run on one core)."""
     target = TARGETS[model]
-    kernel_cache = ws.scratch("kernel-cache") / "cache.db"
+    kernel_cache = ws.scratch("kernel-cache") / "cache.db"  # the step cache lives beside it: cold, then warm
+    before_cache = ws.scratch("kernel-cache-before") / "cache.db"
     runs: dict[str, list[RunFigures]] = {"tinygrad": [], "torch": []}
     if torch_1_thread:
         runs[TORCH_1] = []
+    if ws.options.before:
+        runs[BEFORE] = []
     for _ in range(repeats):
         runs["tinygrad"].append(
             run_tinygrad(
                 ws, config, target, env={"CACHEDB": str(kernel_cache)}, budget_s=budget_s, stop_at_target=stop_at_target
             )
         )
+        if ws.options.before:
+            runs[BEFORE].append(
+                run_tinygrad(
+                    ws, config, target, env={"CACHEDB": str(before_cache)}, budget_s=budget_s,
+                    stop_at_target=stop_at_target, before=True,
+                )
+            )  # fmt: skip
         if torch_available():
             runs["torch"].append(run_torch(ws, config, target, budget_s=budget_s, stop_at_target=stop_at_target))
             if torch_1_thread:
@@ -238,9 +261,9 @@ def summarise(model: str, runs: dict[str, list[RunFigures]], evals: dict[str, di
                 "batch": figures[0].batch_size,
                 "samples_per_s": median([f.samples_per_s for f in figures if f.samples_per_s]),
                 "warmup_cold_s": figures[0].warmup_s
-                if framework == "tinygrad"
+                if framework.startswith("tinygrad")
                 else median([f.warmup_s for f in figures if f.warmup_s is not None]),
-                "warmup_warm_s": median(warm) if framework == "tinygrad" else None,
+                "warmup_warm_s": median(warm) if framework.startswith("tinygrad") else None,
                 "time_to_target_s": median(reached) if len(reached) == len(figures) else None,
                 "train_time_to_target_s": median(
                     [f.train_time_to_target_s for f in figures if f.train_time_to_target_s is not None]
@@ -254,13 +277,15 @@ def summarise(model: str, runs: dict[str, list[RunFigures]], evals: dict[str, di
             }
         )
     by_name = {row["framework"]: row for row in rows}
-    for other in (name for name in by_name if name != "tinygrad"):
-        tiny, torch = by_name["tinygrad"], by_name[other]
-        pairs = list(zip(runs["tinygrad"], runs[other], strict=False))
+    pairs_wanted = [("tinygrad", other) for other in by_name if other != "tinygrad"]
+    pairs_wanted += [(BEFORE, other) for other in by_name if BEFORE in by_name and other.startswith("torch")]
+    for mine, other in pairs_wanted:
+        tiny, torch = by_name[mine], by_name[other]
+        pairs = list(zip(runs[mine], runs[other], strict=False))
         rows.append(
             {
                 "model": model,
-                "framework": f"ratio tinygrad/{other}",
+                "framework": f"ratio {mine}/{other}",
                 "samples_per_s": median([r for a, b in pairs if (r := ratio(a.samples_per_s, b.samples_per_s))]),
                 "time_to_target_s": ratio(tiny["time_to_target_s"], torch["time_to_target_s"]),
                 "train_time_to_target_s": ratio(tiny["train_time_to_target_s"], torch["train_time_to_target_s"]),
@@ -293,7 +318,7 @@ def benchmark(ws: Workspace) -> Report:
     if not opts.quick and opts.convnet_steps > 0:
         # convnet throughput: short runs, evaluation only at the end on 1000 images.
         conv = spec_for("convnet", steps=opts.convnet_steps, checkpoint_every=opts.convnet_steps, eval_samples=1000)
-        conv_runs = compare(ws, "convnet", conv, 2)
+        conv_runs = compare(ws, "convnet", conv, 2, torch_1_thread=True)
         conv_evals = {fw: eval_speed(ws, fw, "convnet", 2000, 3) for fw in _frameworks()}
         report.rows += summarise("convnet", conv_runs, conv_evals)
         details["convnet"] = {"config": conv, "runs": _dump(conv_runs), "eval": conv_evals, "raw": conv_runs}

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import os
+import subprocess
 import sys
+import tarfile
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,8 +27,9 @@ class Options:
     repeats: int = 3
     convnet_steps: int = 40  # throughput runs of the convnet (each side, cold and warm)
     convnet_accuracy_budget_s: float = 900  # per framework, for time to 89%; 0 skips it
-    beam: bool = True  # the BEAM lever (a cold kernel search takes minutes)
     sse_subscribers: tuple[int, ...] = (1, 100, 1000)
+    before: str | None = None  # a git revision whose training function runs beside this one ("before" rows)
+    levers: tuple[str, ...] = ()  # lever groups to run (all when empty); the others are carried over
 
     def to_json(self) -> dict[str, Any]:
         """The options as a JSON object."""
@@ -41,6 +45,7 @@ class Workspace:
         self.root = Path(self._tmp.name)
         self.python = sys.executable
         self._data_dir: Path | None = None
+        self._before: Path | None = None
 
     def close(self) -> None:
         """Remove the scratch folder."""
@@ -65,6 +70,21 @@ class Workspace:
                     raise RuntimeError(f"fashion-mnist could not be verified in {root}")
                 self._data_dir = root
         return self._data_dir
+
+    def before_path(self) -> Path | None:
+        """The training function at `options.before`, exported from git into scratch space (None when not asked)."""
+        if self.options.before is None:
+            return None
+        if self._before is None:
+            root = self.scratch("before")
+            archive = subprocess.run(
+                ["git", "-C", str(REPO_ROOT), "archive", self.options.before, "functions/trainer-tinygrad"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+                tar.extractall(root, filter="data")
+            self._before = root / "functions" / "trainer-tinygrad"
+        return self._before
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a child: this one, the repo on PYTHONPATH (for `-m benchmarks.*`), plus `extra`."""

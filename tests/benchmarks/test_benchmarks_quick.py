@@ -81,3 +81,21 @@ def test_training_quick_compares_the_trainer_with_torch(tmp_path: Path) -> None:
     assert rows["ratio tinygrad/torch"]["samples_per_s"] > 0
     runs = doc["details"]["mlp"]["runs"]
     assert [r["returncode"] for figures in runs.values() for r in figures] == [0, 0]  # tinygrad, torch
+
+
+@needs_data
+@pytest.mark.slow
+def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "profile")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "profile")
+    assert doc["status"] == "ok", doc["notes"]
+    rows = {row["kernel_opts"]: row for row in doc["rows"] if row["model"] == "mlp"}
+    assert rows.keys() == {"on", "off"}
+    for row in rows.values():
+        assert 20 <= row["kernels"] <= 40  # forward, backward and Adam of a 2-layer mlp, fused by tinygrad
+        # The kernels are most of a step; DEBUG=2's per-kernel timing may add a little more than the launches cost.
+        assert 0.3 < row["kernel_ms"] / row["step_ms"] < 3, row
+        assert row["host_ms"] > 0 and row["samples_per_s"] > 0
+    for key in ("mlp_on", "mlp_off"):
+        assert doc["details"][key]["top"][0]["share"] > 0.2  # one of the two big matmuls dominates

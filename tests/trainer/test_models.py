@@ -31,7 +31,7 @@ def test_an_unknown_model_or_shape_is_refused() -> None:
 @pytest.mark.xdist_group("trainer-fashion-short")
 def test_convnet_forward_in_numpy_from_the_description_matches_tinygrad(data_dir: Path) -> None:
     from trainer_tinygrad.checkpoints import restore
-    from trainer_tinygrad.train import Evaluator
+    from trainer_tinygrad.steps import Evaluator
 
     model = build_model("convnet", (1, 28, 28), 10)
     rng = np.random.default_rng(0)

@@ -79,11 +79,27 @@ def parse_events(stdout: str) -> list[dict[str, Any]]:
     return events
 
 
-def run_trainer(config: Any, out: Path, data_dir: Path, resume: Path | None = None, timeout: float = 120) -> Run:
-    """Run `python -m trainer_tinygrad train` to its end; checks the protocol's framing on the way."""
+def run_trainer(
+    config: Any,
+    out: Path,
+    data_dir: Path,
+    resume: Path | None = None,
+    *,
+    timeout: float = 120,
+    env: dict[str, str] | None = None,
+) -> Run:
+    """Run `python -m trainer_tinygrad train` to its end; checks the protocol's framing on the way.
+
+    `env`: variables set on top of this process's environment (e.g. a step cache of the test's own)."""
     text = config if isinstance(config, str) else json.dumps(config)
     proc = subprocess.run(
-        trainer_command(out, data_dir, resume), check=False, input=text, capture_output=True, text=True, timeout=timeout
+        trainer_command(out, data_dir, resume),
+        check=False,
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     events = parse_events(proc.stdout)
     run = Run(events=events, returncode=proc.returncode, stderr=proc.stderr, out=out)

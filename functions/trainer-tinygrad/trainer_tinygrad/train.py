@@ -1,8 +1,9 @@
-"""The training loop: a TinyJit step over host-sampled batches, evaluation and checkpoints at fixed steps.
+"""The training loop: a compiled step over host-sampled batches, evaluation and checkpoints at fixed steps.
 
-Batches are drawn on the host with a numpy Generator seeded by (seed, step) and copied into fixed input buffers:
-faster here than gathering on the device, and a resumed run draws exactly the batches the uninterrupted run would
-have drawn. Values are read back to the host only at log and checkpoint steps.
+Batches are drawn on the host with a numpy Generator seeded by (seed, step) and written into the step's fixed input
+buffers: faster here than gathering on the device, and a resumed run draws exactly the batches the uninterrupted run
+would have drawn. Values are read back to the host only at log and checkpoint steps. The compiled steps themselves
+(`steps`) come from the step cache when an earlier run of the same shapes left them there.
 """
 
 from __future__ import annotations
@@ -11,25 +12,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tinygrad import Device, Tensor, TinyJit, dtypes, nn
-from tinygrad.device import Buffer
-from tinygrad.helpers import CACHEDB, Context
+from tinygrad import Device, Tensor, nn
+from tinygrad.helpers import CACHEDB
 from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
 from trainer_tinygrad import checkpoints
-from trainer_tinygrad.models import Model, architecture, build_model, preprocess
+from trainer_tinygrad.models import Model, architecture, build_model, initial_state
 from trainer_tinygrad.protocol import EventWriter, tinygrad_version
+from trainer_tinygrad.steps import Evaluator, TrainStep, prepare
 
 log = logging.getLogger(__name__)
-
-#: Images per evaluation batch: one compiled shape for every checkpoint; the last batch is padded and masked.
-EVAL_BATCH = 1000
 
 
 class TrainingDiverged(Exception):
@@ -55,75 +52,16 @@ class Data(Protocol):
     def provenance(self) -> Mapping[str, Any]: ...
 
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Mean cross-entropy and accuracy over the first `samples` test images."""
-
-    loss: float
-    accuracy: float
-    samples: int
-
-
-def copy_into(t: Tensor, array: np.ndarray) -> None:
-    """Overwrite a realized tensor's buffer with host data: no new tensor, so a captured TinyJit keeps its inputs."""
-    buf = t.uop.buffer
-    assert isinstance(buf, Buffer), "input buffers live on one device"
-    host = np.ascontiguousarray(array, dtype=np.float32 if t.dtype == dtypes.float32 else np.int32)
-    buf.ensure_allocated().copy_from(Buffer("PYTHON", buf.size, buf.dtype, opaque=host.data.cast("B")))
-
-
-def input_buffers(batch: int, shape: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """A float32 image buffer and an int32 label buffer, realized on the default device."""
-    x = Tensor.zeros(batch, *shape).contiguous().realize()
-    y = Tensor.zeros(batch, dtype=dtypes.int32).contiguous().realize()
-    return x, y
-
-
-class Evaluator:
-    """Batched, JIT-compiled evaluation in inference mode (BatchNorm uses its running statistics)."""
-
-    def __init__(self, model: Model, images: np.ndarray, labels: np.ndarray) -> None:
-        self.model, self.images, self.labels = model, images, labels.astype(np.int32)
-        self.batch = min(EVAL_BATCH, len(images))
-        self.x, self.y = input_buffers(self.batch, tuple(images.shape[1:]))
-        self._forward = TinyJit(self._batch_forward)
-
-    def _batch_forward(self) -> tuple[Tensor, Tensor]:
-        logits = self.model(self.x)
-        losses = logits.sparse_categorical_crossentropy(self.y, reduction="none")
-        return losses.realize(), logits.argmax(-1).realize()
-
-    def compile(self) -> None:
-        """Capture the evaluation kernels (TinyJit captures on its second call); changes no state."""
-        for _ in range(2):
-            self._forward()
-
-    def __call__(self) -> Evaluation:
-        """Evaluate the model as it is now."""
-        total, correct, n = 0.0, 0, len(self.images)
-        for start in range(0, n, self.batch):
-            images, labels = self.images[start : start + self.batch], self.labels[start : start + self.batch]
-            k = len(images)
-            if k < self.batch:  # pad to the compiled shape; the padding is cut off below
-                images = np.concatenate([images, np.zeros((self.batch - k, *images.shape[1:]), images.dtype)])
-                labels = np.concatenate([labels, np.zeros(self.batch - k, labels.dtype)])
-            copy_into(self.x, preprocess(images))
-            copy_into(self.y, labels)
-            losses, predicted = self._forward()
-            total += float(losses.numpy()[:k].astype(np.float64).sum())
-            correct += int((predicted.numpy()[:k] == labels[:k]).sum())
-        return Evaluation(loss=total / n, accuracy=correct / n, samples=n)
-
-
 def initial_model(config: Mapping[str, Any], shape: tuple[int, ...], classes: int) -> Model:
-    """The model a run starts from: tinygrad's generator seeded with the run's seed, then the layers built.
+    """The model a run starts from: the layers built, their weights set from `initial_state` (the run's seed).
 
-    Realized here, on its own: left lazy, the random init would be fused into the first step's kernels, where the
-    compiler may round it differently, and "the initial weights" would not be one set of bits.
+    Realized here, on its own, so "the initial weights" are one set of bits before any training kernel runs.
     """
-    Tensor.manual_seed(int(config["seed"]))
     model = build_model(config["model"], shape, classes)
-    Tensor.realize(*get_state_dict(model).values())
+    state = get_state_dict(model)
+    for name, value in initial_state(model, int(config["seed"])).items():
+        state[name].replace(Tensor(value, device=state[name].device).contiguous())
+    Tensor.realize(*state.values())
     return model
 
 
@@ -160,20 +98,10 @@ def train(
         start_step = _restore(config, model, optimizer, resume)
     eval_samples = len(data.x_test) if config.get("eval_samples") is None else int(config["eval_samples"])
     evaluator = Evaluator(model, data.x_test[:eval_samples], data.y_test[:eval_samples])
-    x, y = input_buffers(batch_size, shape)
+    step = TrainStep(model, optimizer, batch_size, shape)
     arch = architecture(model, config["model"], shape, data.num_classes)
     dataset_sha256 = {f["name"]: f.get("payload_sha256") or f["sha256"] for f in data.provenance["files"]}
-
-    @TinyJit
-    def step() -> tuple[Tensor, Tensor]:
-        with Context(TRAINING=1):  # around the forward too, or BatchNorm would use its running statistics
-            optimizer.zero_grad()
-            logits = model(x)
-            loss = logits.sparse_categorical_crossentropy(y).backward()
-            accuracy = (logits.argmax(-1) == y).float().mean()
-            return loss.realize(accuracy, *optimizer.schedule_step()), accuracy
-
-    _compile(step, evaluator, model, optimizer)
+    compiled = prepare(step, evaluator, config, data.num_classes)
     events.emit(
         "started",
         device=Device.DEFAULT,
@@ -188,14 +116,15 @@ def train(
         batch_size=batch_size,
         eval_samples=eval_samples,
         kernel_cache=CACHEDB,
+        step_cache=compiled["path"],
+        step_cache_hit=compiled["hit"],
     )
     done = start_step
     window_start, window_step = time.perf_counter(), done
     while done < total_steps and not should_stop():
         n = done + 1
         index = np.random.default_rng((seed, n)).integers(0, len(data.x_train), batch_size)
-        copy_into(x, preprocess(data.x_train[index]))
-        copy_into(y, data.y_train[index])
+        step.write(data.x_train[index], data.y_train[index])
         loss, accuracy = step()
         done = n
         if n % log_every == 0 or n == total_steps:
@@ -238,25 +167,6 @@ def train(
         return "cancelled"
     events.emit("finished", step=done)
     return "finished"
-
-
-def _compile(
-    step: Callable[[], tuple[Tensor, Tensor]], evaluator: Evaluator, model: Model, optimizer: Optimizer
-) -> None:
-    """Compile the training and evaluation kernels before the run reports `started`, then put every weight, BatchNorm
-    statistic and optimizer buffer back bit for bit.
-
-    Without this, the first seconds of a run (many more on a loaded machine) are spent compiling: the run says it is
-    running but sends no metric, and a client watching its event stream sees nothing happen.
-    """
-    began = time.perf_counter()
-    tensors = {id(t): t for t in (*checkpoints.named_state(model, optimizer).values(), *get_state_dict(model).values())}
-    saved = [(t, t.numpy().copy()) for t in tensors.values()]
-    for _ in range(2):  # TinyJit runs the first call as is and captures on the second
-        step()
-    evaluator.compile()
-    Tensor.realize(*(t.assign(Tensor(value, device=t.device, dtype=t.dtype)) for t, value in saved))
-    log.info("compiled the training and evaluation kernels in %.1f s", time.perf_counter() - began)
 
 
 def _restore(config: Mapping[str, Any], model: Model, optimizer: Optimizer, path: Path) -> int:

@@ -1,0 +1,108 @@
+"""Compiled steps: cached across runs without changing a bit, and fed in place without changing a value."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from trainer_harness import run_trainer, spec
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trainer-fashion-short")]
+
+SHORT = {"steps": 20, "log_every": 5, "checkpoint_every": 10, "eval_samples": 200, "seed": 5}
+
+
+def curve(events: list[dict[str, object]]) -> list[object]:
+    """Every training and evaluation loss of a run, in order."""
+    return [(e["event"], e.get("loss"), e.get("eval_loss")) for e in events if e["event"] in ("metric", "checkpoint")]
+
+
+def test_a_second_run_loads_its_steps_and_trains_bit_for_bit_like_the_first(data_dir: Path, tmp_path: Path) -> None:
+    env = {"TRAINER_STEP_CACHE": str(tmp_path / "steps")}
+    first = run_trainer(spec(**SHORT), tmp_path / "a", data_dir, env=env)
+    second = run_trainer(spec(**SHORT), tmp_path / "b", data_dir, env=env)
+    uncached = run_trainer(spec(**SHORT), tmp_path / "c", data_dir, env={"TRAINER_STEP_CACHE": "off"})
+    unjitted = run_trainer(spec(**SHORT), tmp_path / "d", data_dir, env={"JIT": "0"})  # tinygrad's debug mode
+    assert first.events[0]["step_cache_hit"] is False and second.events[0]["step_cache_hit"] is True
+    assert first.events[0]["step_cache"] == str(tmp_path / "steps") and uncached.events[0]["step_cache"] is None
+    assert len(list((tmp_path / "steps").glob("*.pkl"))) == 2  # the training step and the evaluation
+    assert curve(first.events) == curve(second.events) == curve(uncached.events) == curve(unjitted.events)
+    assert len(curve(first.events)) == 6
+
+
+def test_a_cached_step_serves_any_learning_rate_and_an_unreadable_one_is_compiled_again(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    env = {"TRAINER_STEP_CACHE": str(tmp_path / "steps")}
+    run_trainer(spec(**SHORT), tmp_path / "a", data_dir, env=env)
+    # The learning rate is an input of the cached step, not a constant inside it: another rate really applies.
+    slow = run_trainer(spec(**SHORT, learning_rate=1e-5), tmp_path / "b", data_dir, env=env)
+    fresh = run_trainer(spec(**SHORT, learning_rate=1e-5), tmp_path / "c", data_dir, env={"TRAINER_STEP_CACHE": "off"})
+    assert slow.events[0]["step_cache_hit"] is True
+    assert curve(slow.events) == curve(fresh.events)
+    for pickled in (tmp_path / "steps").glob("*.pkl"):
+        pickled.write_bytes(pickled.read_bytes()[:100])  # a truncated file, as a full disk could leave
+    again = run_trainer(spec(**SHORT, learning_rate=1e-5), tmp_path / "d", data_dir, env=env)
+    assert again.terminal["event"] == "finished" and again.events[0]["step_cache_hit"] is False
+    assert curve(again.events) == curve(fresh.events)
+
+
+def test_batches_written_in_place_equal_the_preprocessed_images() -> None:
+    from tinygrad import dtypes
+    from trainer_tinygrad.models import preprocess
+    from trainer_tinygrad.steps import Input
+
+    images = np.random.default_rng(0).integers(0, 256, (4, 1, 28, 28), dtype=np.uint8)
+    x, y = Input((4, 1, 28, 28), dtypes.float32), Input((4,), dtypes.int32)
+    x.write_images(images)
+    y.write(np.array([1, 2, 3, 9], np.uint8))
+    assert x.view is not None, "the CPU's buffers are host memory"
+    expected = images.astype(np.float32) / 255.0
+    assert np.array_equal(x.tensor.numpy().view(np.uint32), expected.view(np.uint32))
+    assert np.array_equal(preprocess(images).view(np.uint32), expected.view(np.uint32))
+    assert y.tensor.numpy().tolist() == [1, 2, 3, 9]
+
+
+@pytest.mark.parametrize("model_name", ["mlp", "convnet"])
+def test_the_prepared_launch_list_computes_exactly_what_tinygrads_executor_does(model_name: str) -> None:
+    from tinygrad import Tensor
+    from trainer_tinygrad.config import resolve_config
+    from trainer_tinygrad.steps import TrainStep
+    from trainer_tinygrad.train import build_optimizer, initial_model
+
+    batch = 16
+    config = resolve_config({"model": model_name, "batch_size": batch}, "fashion-mnist")
+    model = initial_model(config, (1, 28, 28), 10)
+    step = TrainStep(model, build_optimizer(config, model), batch, (1, 28, 28))
+    step.capture()
+    rng = np.random.default_rng(1)
+    batches = [(rng.integers(0, 256, (batch, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, batch)) for _ in range(3)]
+    start = [t.numpy().copy() for t in step.state]
+
+    def train(call: object) -> list[np.ndarray]:
+        Tensor.realize(*(t.assign(Tensor(v, dtype=t.dtype)) for t, v in zip(step.state, start, strict=True)))
+        for images, labels in batches:
+            step.write(images, labels)
+            call()  # type: ignore[operator]
+        return [t.numpy().copy() for t in step.state]
+
+    step.write(*batches[0])
+    step()  # the first call checks the inputs and prepares the launch list
+    assert step._launches is not None, "on the CPU every kernel is a prepared C call"
+    listed, executed = train(step), train(step.via_tinygrad)
+    assert all(a.tobytes() == b.tobytes() for a, b in zip(listed, executed, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(listed, start, strict=True))  # it did train
+
+
+def test_the_step_cache_keeps_the_most_recently_used_files(tmp_path: Path) -> None:
+    import os
+
+    from trainer_tinygrad import step_cache
+
+    for age, name in enumerate(["e", "d", "c", "b", "a"]):
+        (tmp_path / f"{name}.pkl").write_bytes(b"x")
+        os.utime(tmp_path / f"{name}.pkl", (1000 - age, 1000 - age))
+    (tmp_path / "notes.txt").write_text("not a step")
+    step_cache.prune(tmp_path, keep=3)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.pkl", "d.pkl", "e.pkl", "notes.txt"]
