@@ -5,8 +5,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-HOST ?= 127.0.0.1
-PORT ?= 8080
 EVIDENCE_DIR ?= evidence
 export MOCKS_DISABLED ?= 1
 export DEV ?= CPU
@@ -14,11 +12,18 @@ export DEV ?= CPU
 .PHONY: setup system-deps datasets steps serve verify test bench lint clean help
 
 help:
-	@echo "make verify  start the reference server, run a real training run, verify it with the conformance suite, gate, write the evidence pack"
-	@echo "make test    the whole test suite through tox (server, trainer, conformance, ruff, mypy)"
-	@echo "make setup   .venv with both packages, clang, Fashion-MNIST imported and verified, default steps compiled"
-	@echo "make serve   the reference server on $(HOST):$(PORT), evidence under ./$(EVIDENCE_DIR)"
-	@echo "make bench   the benchmarks"
+	@echo "make verify        start the reference server, run a real training run, verify it with the conformance suite, gate, write the evidence pack"
+	@echo "make test          the whole test suite through tox (lint, types, conformance, server, trainer, datasets, docs, browser, Ray)"
+	@echo "make setup         .venv with the three packages, system packages (clang, curl, chromium), Fashion-MNIST imported and verified, default steps compiled"
+	@echo "make serve         the reference server until Ctrl-C: 127.0.0.1:8080, evidence under ./evidence"
+	@echo "                   (make serve PORT=9000, also HOST= and EVIDENCE_DIR=; or TRAINER_PORT=9000 make serve)"
+	@echo "make bench         the benchmarks (results in BENCHMARKS.md)"
+	@echo "make lint          ruff check and ruff format --check"
+	@echo "make clean         remove tox, build and tool caches (not .venv, not evidence/)"
+	@echo "make system-deps   the Debian packages only (part of setup)"
+	@echo "make steps         compile the default runs' training steps into the step cache only (part of setup)"
+	@echo "make datasets      import and verify the well-known local datasets only (part of setup)"
+	@echo "make help          this list"
 
 setup: system-deps $(STAMP) datasets steps
 
@@ -41,8 +46,12 @@ datasets: $(STAMP)
 steps: $(STAMP)
 	@timeout 300 $(BIN)/python -m trainer_tinygrad.warm || echo "warning: default steps not precompiled (runs compile them)"
 
+# A flag only for a variable given on make's command line (`make serve PORT=9000`), so that without one the server's
+# own variables apply (`TRAINER_PORT=9000 make serve`), then its defaults.
+given = $(if $(filter command line,$(origin $(1))),$(2) '$($(1))')
 serve: setup
-	$(BIN)/python -m reference_server --host $(HOST) --port $(PORT) --evidence-dir $(EVIDENCE_DIR)
+	$(BIN)/python -m reference_server $(call given,HOST,--host) $(call given,PORT,--port) \
+		$(call given,EVIDENCE_DIR,--evidence-dir)
 
 EXECUTOR ?= local
 verify: setup

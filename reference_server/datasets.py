@@ -14,10 +14,22 @@ from typing import Any, TypeVar
 
 from trainer_tinygrad.config import DATASET_PREFERENCE
 from trainer_tinygrad.datasets import DatasetCache, DatasetError
+from trainer_tinygrad.datasets.sources import KNOWN_SOURCES
 
 from .errors import DatasetFileNotFound, DatasetUnavailable
 
 T = TypeVar("T")
+
+
+def how_to_get(name: str | None = None) -> str:
+    """The commands that put `name` (None: any dataset) into the server's cache: `import-known` only where a
+    well-known local copy exists (Fashion-MNIST from Debian), `fetch` and `import` for every dataset."""
+    shown = name or "NAME"
+    ways = [f"`trainer-datasets fetch {shown}` (with internet)", f"`trainer-datasets import {shown} DIR` (a copy)"]
+    local = [source.label for source in KNOWN_SOURCES if name in (None, source.dataset)]
+    if local:
+        ways.insert(0, f"`trainer-datasets import-known` ({', '.join(local)})")
+    return "get it with " + ", ".join(ways[:-1]) + " or " + ways[-1]
 
 
 class DatasetCatalog:
@@ -56,8 +68,8 @@ class DatasetCatalog:
         ok, why = await self.is_verified(name)
         if not ok:
             raise DatasetUnavailable(
-                f"dataset {name!r} is not available on this server ({why}); "
-                f"import it with `trainer-datasets import-known` or choose a verified dataset (GET /api/datasets)"
+                f"dataset {name!r} is not available on this server ({why}); {how_to_get(name)}; "
+                "or choose a verified dataset (GET /api/datasets)"
             )
 
     async def default_dataset(self) -> str:
@@ -66,9 +78,7 @@ class DatasetCatalog:
             ok, _ = await self.is_verified(name)
             if ok:
                 return name
-        raise DatasetUnavailable(
-            "no dataset is verified on this server; import one with `trainer-datasets import-known`"
-        )
+        raise DatasetUnavailable(f"no dataset is verified on this server; {how_to_get()}")
 
     async def verified_names(self) -> tuple[list[str], dict[str, str]]:
         """(verified dataset names, {unverified name: why}) over DATASET_PREFERENCE."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs when they are missing: clang (tinygrad's CPU backend compiles
-# kernels with it), dataset-fashion-mnist (the real Fashion-MNIST files, for offline end-to-end training), and
-# chromium with chromium-driver (the dashboard's browser tests drive a real Chromium through Selenium).
+# kernels with it), dataset-fashion-mnist (the real Fashion-MNIST files, for offline end-to-end training),
+# chromium with chromium-driver (the dashboard's browser tests drive a real Chromium through Selenium), and curl (the
+# README's examples use it, and tests/docs runs them).
 # Needs root; otherwise says what to install. Fast and silent when everything is present.
 set -euo pipefail
 missing=()
@@ -9,6 +10,7 @@ command -v clang >/dev/null 2>&1 || missing+=(clang)
 [ -d /usr/share/datasets/fashion-mnist ] || missing+=(dataset-fashion-mnist)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 [ -x /usr/bin/chromedriver ] || missing+=(chromium-driver)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
   echo "error: missing Debian packages: ${missing[*]}" >&2

@@ -145,6 +145,10 @@ def test_version_and_every_subcommand_in_help() -> None:
     )
     helped = cli("--help").stdout
     assert all(command in helped for command in ("run", "gate", "list", "pack"))
+    assert TOKEN_ENV in helped and TOKEN_ENV in cli("run", "--help").stdout, "the token's variable, in full"
+    for command in ("gate", "list", "pack"):
+        done = cli(command, "--help")
+        assert done.returncode == 0 and done.stdout.startswith(f"usage: trainer-conformance {command}")
 
 
 def test_the_token_comes_from_the_environment_so_ps_does_not_show_it(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -33,6 +33,12 @@ DATASETS = ("mnist", "fashion-mnist", "cifar10")
 COMMANDS = ("run", "gate", "list", "pack")
 #: The token may come from the environment, where `ps` does not show it.
 TOKEN_ENV = "TRAINER_CONFORMANCE_TOKEN"
+#: The variables the commands read, for --help.
+ENVIRONMENT = f"""environment:
+  {TOKEN_ENV}  run: the bearer token (--token wins; the variable does not show in `ps`)
+  NO_COLOR                   run: no colour in the live progress line on a terminal
+  CI_RUN_URL                 pack: the CI run to link (GitHub Actions and GitLab CI are recognised without it)
+"""
 #: What a shell reports for a process ended by SIGPIPE: the exit status when the reader closed the pipe.
 CLOSED_PIPE = 141
 
@@ -48,12 +54,16 @@ def parser() -> argparse.ArgumentParser:
     """The whole command line: one subparser per command (`run` is the default)."""
     top = argparse.ArgumentParser(
         prog=PROG,
-        description="Verify a training server over HTTP and write verification evidence; gate a commit on it. "
-        f"Without a command, `run` is meant: `{PROG} --base-url URL`.",
+        description="Verify a training server over HTTP and write verification evidence; gate a commit on it.\n"
+        f"Without a command, `run` is meant: `{PROG} --base-url URL`.\nEach command's options: {PROG} COMMAND --help.",
+        epilog=ENVIRONMENT,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--version", action="version", version=f"{PROG} {version()}")
     commands = top.add_subparsers(dest="command", metavar="{run,gate,list,pack}")
-    _run_parser(commands.add_parser("run", help="verify a target (the default command)", description=__doc__))
+    run = commands.add_parser("run", help="verify a target (the default command)", description=__doc__)
+    _run_parser(run)
+    run.epilog = ENVIRONMENT
     _commit_command(
         commands,
         "gate",
@@ -78,7 +88,9 @@ def parser() -> argparse.ArgumentParser:
 def _commit_command(commands: Any, name: str, summary: str, description: str) -> None:
     """A command about one commit's verification folder (`gate`, `pack`)."""
     sub = commands.add_parser(name, help=summary, description=description)
-    sub.add_argument("--commit", required=True)
+    sub.add_argument(
+        "--commit", required=True, help="the commit: its folder is <evidence-root>/<profile's folder>/COMMIT"
+    )
     sub.add_argument("--evidence-root", type=Path, default=Path("evidence"), help="default: evidence")
     sub.add_argument("--profile", default=DEFAULT_PROFILE, choices=profile_names(), help="default: %(default)s")
 

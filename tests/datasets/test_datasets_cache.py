@@ -174,6 +174,46 @@ def test_a_partial_import_is_reported_by_the_cli(setup, tmp_path, capsys):
     assert cache.status("mnist").present is False
 
 
+def test_verify_without_a_name_fails_on_an_empty_cache_and_on_an_incomplete_dataset(setup, capsys):
+    cache, src, _ = setup
+    args = ["--data-dir", str(cache.root), "--manifest", str(cache.manifest.path)]
+    assert main([*args, "verify"]) == 1
+    captured = capsys.readouterr()
+    assert "mnist: not in the cache (not checked" in captured.out
+    assert "no dataset in" in captured.err and "is verified" in captured.err
+    cache.import_dir("mnist", src)
+    assert main([*args, "verify"]) == 0
+    cache.file_path("mnist", LABELS).unlink()
+    assert main([*args, "verify"]) == 1
+    captured = capsys.readouterr()
+    assert f"mnist/{LABELS}: missing" in captured.out and "not verified: mnist" in captured.err
+
+
+def test_verify_of_a_named_dataset_that_is_absent_fails(setup, capsys):
+    cache, _, _ = setup
+    args = ["--data-dir", str(cache.root), "--manifest", str(cache.manifest.path)]
+    assert main([*args, "verify", "mnist"]) == 1
+    captured = capsys.readouterr()
+    assert f"mnist/{LABELS}: missing" in captured.out and "not verified: mnist" in captured.err
+
+
+@pytest.mark.parametrize("command", ["list", "verify", "fetch", "import", "import-known"])
+def test_every_command_answers_help_without_running(setup, capsys, command):
+    cache, _, _ = setup
+    with pytest.raises(SystemExit) as exited:
+        main(["--data-dir", str(cache.root), command, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: trainer-datasets {command}") and "cache:" not in out
+    assert not cache.root.exists()
+
+
+def test_the_help_names_the_data_dir_variable(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "TRAINER_DATA_DIR" in capsys.readouterr().out
+
+
 def test_status_and_list_json_match_the_dataset_list_schema(setup, capsys):
     cache, src, _ = setup
     cache.import_dir("mnist", src)

@@ -422,6 +422,12 @@ def test_unavailable_dataset_is_409_and_starts_nothing(client: httpx.Client, ser
     before = sorted((server.evidence_dir / "training").iterdir())
     problem = check_problem(client.post("/api/training/runs", json={"dataset": "mnist"}), 409, "dataset_unavailable")
     assert "mnist" in problem["detail"]
+    # The hint names commands that work for MNIST: import-known only knows Fashion-MNIST (Debian's package).
+    assert (
+        "`trainer-datasets fetch mnist`" in problem["detail"]
+        and "`trainer-datasets import mnist DIR`" in problem["detail"]
+    )
+    assert "import-known" not in problem["detail"]
     assert sorted((server.evidence_dir / "training").iterdir()) == before
 
 

@@ -82,3 +82,19 @@ def test_the_console_scripts_answer_version(script: str) -> None:
     command = [str(Path(sys.executable).with_name(script)), "--version"]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     assert done.returncode == 0 and done.stdout.startswith("trainer-tinygrad ") and "(tinygrad 0.14.0)" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "names"),
+    [
+        (["--help"], ["train", "device", "DEV", "CACHEDB", "TRAINER_DATA_DIR"]),
+        (["train", "--help"], ["--config", "--data-dir", "DEV", "CACHEDB", "TRAINER_DATA_DIR"]),
+        (["device", "--help"], ["DEV", "CACHEDB"]),
+    ],
+)
+def test_the_help_names_every_command_and_environment_variable(argv: list[str], names: list[str]) -> None:
+    command = [str(Path(sys.executable).with_name("trainer-train")), *argv]
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    missing = [name for name in names if name not in done.stdout]
+    assert not missing, f"{argv}: {missing} not in\n{done.stdout}"

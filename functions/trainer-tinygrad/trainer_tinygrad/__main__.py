@@ -52,16 +52,37 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer_tinygrad", description=__doc__)
+    # Imported here, after the signal handlers: the datasets package loads numpy.
+    from trainer_tinygrad.datasets.cache import ENV_DATA_DIR
+
+    environment = f"""environment:
+  DEV               tinygrad's device: CPU, CUDA, ... (default: tinygrad's own choice)
+  CACHEDB           tinygrad's compiled-kernel cache (default: ~/.cache/tinygrad/cache.db)
+  {ENV_DATA_DIR}  the dataset cache when --data-dir is not given (default: ~/.cache/trainer-tinygrad/datasets)
+"""
+    raw = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(
+        prog="python -m trainer_tinygrad", description=__doc__, epilog=environment, formatter_class=raw
+    )
     parser.add_argument("--version", action="version", version=function_version())
     commands = parser.add_subparsers(dest="command", required=True)
-    train = commands.add_parser("train", help="run one training job; protocol lines on stdout, log on stderr")
+    train = commands.add_parser(
+        "train",
+        help="run one training job; protocol lines on stdout, log on stderr",
+        epilog=environment,
+        formatter_class=raw,
+    )
     train.add_argument("--config", required=True, help="resolved config as JSON: a file, or - for stdin")
     train.add_argument("--out", required=True, type=Path, help="folder for checkpoints (created if missing)")
-    train.add_argument("--data-dir", type=Path, help="dataset cache (default: $TRAINER_DATA_DIR or ~/.cache/...)")
+    train.add_argument("--data-dir", type=Path, help=f"dataset cache (default: ${ENV_DATA_DIR}, see below)")
     train.add_argument("--resume", type=Path, help="checkpoint to continue from; step numbering carries on")
     train.add_argument("--run-id", help="recorded in checkpoint metadata (default: the --out folder's name)")
-    commands.add_parser("device", help="print the device tinygrad opens, as JSON; exit 0 when it works")
+    commands.add_parser(
+        "device",
+        help="print the device tinygrad opens, as JSON; exit 0 when it works",
+        epilog=environment,
+        formatter_class=raw,
+    )
     return parser
 
 

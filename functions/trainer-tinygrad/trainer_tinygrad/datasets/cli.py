@@ -1,6 +1,7 @@
 """`trainer-datasets`: fetch, import, verify and list the cached datasets.
 
-Exit status: 0 success; 1 a dataset error (mismatch, fetch failed, not available); 2 bad usage.
+Exit status: 0 success; 1 a dataset error (mismatch, fetch failed, not available; `verify`: see its help); 2 bad
+usage.
 """
 
 from __future__ import annotations
@@ -19,7 +20,12 @@ from .sources import KNOWN_SOURCES
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="trainer-datasets", description=__doc__.splitlines()[0].split(": ", 1)[1])
+    p = argparse.ArgumentParser(
+        prog="trainer-datasets",
+        description=__doc__.splitlines()[0].split(": ", 1)[1],
+        epilog=f"environment: {ENV_DATA_DIR} is the dataset cache when --data-dir is not given (the server and "
+        "every training process read the same variable).",
+    )
     p.add_argument("--version", action="version", version=function_version())
     p.add_argument(
         "--data-dir",
@@ -37,8 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("name")
     imp.add_argument("directory", type=Path)
     sub.add_parser("import-known", help="import datasets from well-known local sources (e.g. Debian packages)")
-    ver = sub.add_parser("verify", help="re-check the cache; non-zero exit on any mismatch")
-    ver.add_argument("name", nargs="?")
+    ver = sub.add_parser(
+        "verify",
+        help="re-check the cache; exit 1 on a mismatch or a missing dataset",
+        description="Re-check cached datasets against the manifest. With NAME: exit 1 unless NAME is present and "
+        "verified. Without: every dataset with a file in the cache is checked (absent ones are listed, not "
+        "required); exit 1 when one of them is incomplete or mismatched, or when no dataset is verified at all.",
+    )
+    ver.add_argument("name", nargs="?", help="the dataset to require (default: every dataset in the cache)")
     ver.add_argument("--force", action="store_true", help="re-hash every file even when its stamp is valid")
     lst = sub.add_parser("list", help="what is known, present, verified, and from which source")
     lst.add_argument("--json", action="store_true", help="JSON as served by GET /api/datasets")
@@ -88,12 +100,23 @@ def _import_known(cache: DatasetCache, args: argparse.Namespace) -> int:
 
 
 def _verify(cache: DatasetCache, args: argparse.Namespace) -> int:
-    failed = False
-    for status in cache.verify(args.name, force=args.force):
+    statuses = cache.verify(args.name, force=args.force)
+    failed = []
+    for status in statuses:
+        if args.name is None and all(f.state is FileState.MISSING for f in status.files):
+            # Optional datasets (MNIST, CIFAR-10 offline) are often absent; naming one makes it required.
+            print(f"{status.name}: not in the cache (not checked; `verify {status.name}` requires it)")
+            continue
         _print_files(status)
-        failed |= any(f.state is FileState.MISMATCH for f in status.files)
-        failed |= args.name is not None and not status.verified
-    return 1 if failed else 0
+        if not status.verified:
+            failed.append(status.name)
+    if failed:
+        print(f"error: not verified: {', '.join(failed)} (in {cache.root})", file=sys.stderr)
+        return 1
+    if not any(s.verified for s in statuses):
+        print(f"error: no dataset in {cache.root} is verified", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _list(cache: DatasetCache, args: argparse.Namespace) -> int:

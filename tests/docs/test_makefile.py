@@ -1,0 +1,102 @@
+"""The Makefile as the README describes it: `make help` names every target, and `make serve` passes a flag only for a
+variable given on make's command line, so that the server's own TRAINER_* variables work under it."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from doc_blocks import REPO
+
+pytestmark = pytest.mark.xdist_group("docs")
+
+TARGETS = re.search(r"^\.PHONY:(.*)$", (REPO / "Makefile").read_text(), re.MULTILINE)
+
+
+def make_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_") and k not in ("PORT", "HOST")}
+    return {**env, **extra}
+
+
+def test_make_help_lists_every_target() -> None:
+    assert TARGETS is not None
+    done = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60, check=True)
+    listed = {line.split()[1] for line in done.stdout.splitlines() if line.startswith("make ")}
+    assert listed == set(TARGETS.group(1).split())
+
+
+def serve_flags(args: list[str], env: dict[str, str]) -> list[str]:
+    """The flags `make serve` would give the server (a dry run: `make -n` prints the commands, runs none)."""
+    done = subprocess.run(
+        ["make", "-n", "serve", *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True
+    )
+    line = next(line for line in done.stdout.replace("\\\n", " ").splitlines() if "-m reference_server" in line)
+    return shlex.split(line.split("-m reference_server", 1)[1])
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "flags"),
+    [
+        ([], {}, []),
+        ([], {"TRAINER_PORT": "9000", "PORT": "9001", "HOST": "example"}, []),
+        (["PORT=9000"], {}, ["--port", "9000"]),
+        (["HOST=127.0.0.2", "EVIDENCE_DIR=/tmp/a b"], {}, ["--host", "127.0.0.2", "--evidence-dir", "/tmp/a b"]),
+    ],
+)  # fmt: skip
+def test_make_serve_passes_a_flag_only_for_a_variable_on_its_command_line(
+    args: list[str], env: dict[str, str], flags: list[str]
+) -> None:
+    assert serve_flags(args, make_env(**env)) == flags
+
+
+def started_server_url(proc: subprocess.Popen[str], timeout: float = 90.0) -> str:
+    """The URL of the `listening on` line `make serve`'s server logs; its output so far if none comes in time."""
+    lines: queue.Queue[str] = queue.Queue()
+    assert proc.stdout is not None
+    stdout = proc.stdout
+    threading.Thread(target=lambda: [lines.put(line) for line in stdout], daemon=True).start()
+    seen = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=0.5)
+        except queue.Empty:
+            if proc.poll() is not None:
+                break
+            continue
+        seen.append(line)
+        if found := re.search(r"listening on (http://\S+)", line):
+            return found.group(1)
+    raise AssertionError("make serve did not start the server:\n" + "".join(seen)[-3000:])
+
+
+@pytest.mark.parametrize("how", ["make variables", "server variables"])
+def test_make_serve_starts_the_server_where_it_is_told(how: str, tmp_path: Path, data_dir: Path) -> None:
+    evidence = tmp_path / "elsewhere"
+    if how == "make variables":
+        command = ["make", "serve", "PORT=0", f"EVIDENCE_DIR={evidence}"]
+        env = make_env(TRAINER_DATA_DIR=str(data_dir))
+    else:
+        command = ["make", "serve"]
+        env = make_env(TRAINER_PORT="0", TRAINER_EVIDENCE_DIR=str(evidence), TRAINER_DATA_DIR=str(data_dir))
+    env["TRAINER_WORK_DIR"] = str(tmp_path / "work")
+    proc = subprocess.Popen(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
+    try:
+        url = started_server_url(proc)
+        assert httpx.get(f"{url}/healthz", timeout=10).json()["status"] == "ok"
+        assert (evidence / "training").is_dir(), "the evidence root make was given"
+        assert not url.endswith(":8080"), "PORT=0 / TRAINER_PORT=0 picks a free port"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(60)
