@@ -24,9 +24,9 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def run_benchmarks(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_benchmarks(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m benchmarks ARGS --quick --out tmp`, with an empty default data cache (it imports its own)."""
-    env = {**os.environ, "TRAINER_DATA_DIR": str(tmp_path / "no-cache")}
+    env = {**os.environ, "TRAINER_DATA_DIR": str(tmp_path / "no-cache"), **(env or {})}
     argv = [sys.executable, "-m", "benchmarks", *args, "--quick", "--out", str(tmp_path / "results")]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -99,3 +99,26 @@ def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tm
         assert row["host_ms"] > 0 and row["samples_per_s"] > 0
     for key in ("mlp_on", "mlp_off"):
         assert doc["details"][key]["top"][0]["share"] > 0.2  # one of the two big matmuls dominates
+
+
+@needs_data
+@pytest.mark.slow
+def test_fanout_quick_measures_every_subscriber_and_memory_per_subscriber(tmp_path: Path) -> None:
+    profile = tmp_path / "server.prof"
+    proc = run_benchmarks(tmp_path, "fanout", env={"FANOUT_PROFILE": str(profile)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "fanout")
+    assert doc["status"] == "ok", doc["notes"]
+    rows = {row["subscribers"]: row for row in doc["rows"] if row["server"] == "this checkout"}
+    assert rows.keys() == {1, 10}
+    for n, row in rows.items():
+        assert row["complete"] and row["refused"] == 0, row  # every subscriber got every event of the run
+        assert row["events"] >= 12  # 100 steps, a metric every 10: status, 10 metrics, checkpoint, end
+        assert row["deliveries"] == n * row["events"]
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] < 10_000
+        assert row["server_us_per_delivery"] > 0 and row["client_cpu"] > 0
+        assert row["kib_per_subscriber"] is not None and row["server_rss_subscribed_mib"] > 10
+    # The profiled row ran this checkout's server under cProfile: its event loop's functions are in the stats.
+    assert profile.is_file()
+    top = doc["details"]["profile"]["top_by_own_time"]
+    assert doc["details"]["profile"]["total_s"] > 0 and len(top) == 20
