@@ -122,3 +122,20 @@ def test_fanout_quick_measures_every_subscriber_and_memory_per_subscriber(tmp_pa
     assert profile.is_file()
     top = doc["details"]["profile"]["top_by_own_time"]
     assert doc["details"]["profile"]["total_s"] > 0 and len(top) == 20
+
+
+@needs_data
+@pytest.mark.slow
+def test_api_latency_quick_times_each_request_outside_and_inside_the_server(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "api_latency")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "api_latency")
+    assert doc["status"] == "ok", doc["notes"]  # the run was still training when the load ended
+    rows = {(row["phase"], row["endpoint"]): row for row in doc["rows"]}
+    assert rows.keys() == {(p, e) for p in ("idle", "training") for e in ("GET run status", "GET run metrics")}
+    for row in rows.values():
+        assert row["requests"] == 20 and row["errors"] == 0, row
+        assert row["server_logged"] == 20  # every request found again in the server's access log by its id
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["server_p50_ms"] <= row["p50_ms"]  # the server's part of a request is inside the client's view
+    assert rows[("training", "GET run metrics")]["bytes"] > rows[("idle", "GET run metrics")]["bytes"]
