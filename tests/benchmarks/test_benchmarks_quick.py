@@ -139,3 +139,21 @@ def test_api_latency_quick_times_each_request_outside_and_inside_the_server(tmp_
         assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
         assert row["server_p50_ms"] <= row["p50_ms"]  # the server's part of a request is inside the client's view
     assert rows[("training", "GET run metrics")]["bytes"] > rows[("idle", "GET run metrics")]["bytes"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_conformance_quick_times_a_passing_suite_and_its_runs(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "conformance")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "conformance")
+    assert doc["status"] == "ok", doc["notes"]  # the suite passed against this checkout's server
+    rows = {row["part"].split(" (")[0]: row for row in doc["rows"]}
+    whole = rows["whole suite, this tree, main run 100 steps"]
+    assert "PASSED" in whole["note"] and 1 < whole["seconds"] < 120
+    for role in ("main", "seed", "zero_lr"):  # the three runs the suite starts, each ended as it should
+        assert rows[f"{role} run: queued + training"]["seconds"] > 0
+    assert doc["details"]["runs"]["main"]["config"]["steps"] == 100
+    assert {r["status"] for r in doc["details"]["runs"].values()} == {"succeeded"}
+    own = rows["  of which the suite's own"]["seconds"]
+    assert 0 < own < whole["seconds"]
