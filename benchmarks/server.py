@@ -35,9 +35,10 @@ class ReferenceServer:
         *,
         code: Path | None = None,
         profile: Path | None = None,
+        root: Path | None = None,
     ) -> None:
         self.ws = ws
-        self.root = ws.scratch("server")
+        self.root = root or ws.scratch("server")  # a given root: a server after another on the same evidence
         self.env = env or {}
         self.args = args or []
         self.code = code

@@ -157,3 +157,21 @@ def test_conformance_quick_times_a_passing_suite_and_its_runs(tmp_path: Path) ->
     assert {r["status"] for r in doc["details"]["runs"].values()} == {"succeeded"}
     own = rows["  of which the suite's own"]["seconds"]
     assert 0 < own < whole["seconds"]
+
+
+@pytest.mark.slow
+def test_memory_quick_measures_servers_holding_real_finished_runs(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "memory")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "memory")
+    assert doc["status"] == "ok", doc["notes"]  # every run finished in time and every fresh server listed them all
+    rows = {(row["runs"], row["server"]): row for row in doc["rows"]}
+    assert set(rows) == {(n, s) for n in (0, 10, 20) for s in ("the one that ran them", "fresh, started on the folder")}
+    for (n, server), row in rows.items():
+        assert 20 < row["rss_mib"] < 2000, row
+        if server.startswith("fresh"):
+            assert row["listed"] == n and row["start_s"] > 0
+        if n:
+            assert row["evidence_mib"] > n  # each run's folder holds a real 1.2 MB checkpoint
+            assert row["kib_per_run"] is not None
+    assert [p["succeeded"] for p in doc["details"]["live"]] == [0, 10, 20]
