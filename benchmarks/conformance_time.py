@@ -4,7 +4,8 @@
 report gives each check's duration and the runs it started, the server gives each run's start and end. With
 CONFORMANCE_BASELINE=<git revision> the suite of that revision (its `conformance/`, `schemas/` and dataset manifest,
 exported with `git archive`) runs against the same server, alternating with this tree's, so the two are compared
-side by side on a shared machine: medians and their ratio.
+side by side on a shared machine: medians and their ratio. With `--before REV` as well, that suite also runs against
+the server (and training function) of REV: everything as it was, against everything as it is.
 """
 
 from __future__ import annotations
@@ -132,6 +133,18 @@ def benchmark(ws: Workspace) -> Report:
             for _ in range(repeats):
                 concurrent.append(time_suite(ws, server2.url, ws.scratch("conformance-out"), [], pythonpath=None,
                                              client=client2))  # fmt: skip
+    whole_before: list[dict[str, Any]] = []
+    before_root = ws.before_root()
+    if before_root is not None and baseline is not None and not quick:
+        # Everything as it was: the suite of CONFORMANCE_BASELINE against the server (and trainer) of --before.
+        env = {"CACHEDB": str(ws.scratch("conformance-cache-before") / "cache.db")}
+        with (
+            ReferenceServer(ws, env=env, code=before_root) as server3,
+            httpx.Client(base_url=server3.url, timeout=60) as client3,
+        ):
+            for _ in range(repeats):
+                whole_before.append(time_suite(ws, server3.url, ws.scratch("conformance-out"), [],
+                                               pythonpath=baseline, client=client3))  # fmt: skip
     default = median([r["wall_s"] for r in current])
     for steps in lengths:
         label = f"main run {steps} steps" if steps is not None else "main run: the target's default (1,500 steps)"
@@ -149,6 +162,12 @@ def benchmark(ws: Workspace) -> Report:
         report.rows.append(_median_row("whole suite, this tree, server with --max-concurrent-runs 2", concurrent,
                                        note=f"vs one run at a time: {change:.2f}; " + concurrent[-1]["verdict"][:60],
                                        share=change))  # fmt: skip
+    if whole_before:
+        change = ratio(default, median([r["wall_s"] for r in whole_before]))
+        report.rows.append(_median_row(f"whole suite of {revision} against the server of {ws.options.before}",
+                                       whole_before, share=ratio(median([r["wall_s"] for r in whole_before]), default),
+                                       note=f"this tree (suite and server) / all before: {change:.2f}; "
+                                       + whole_before[-1]["verdict"][:50]))  # fmt: skip
     own = [r["suite_own_s"] for r in current if r["suite_own_s"] is not None]
     report.rows.append({"part": "  of which the suite's own (wall minus the server's span of its runs)",
                         "seconds": median(own), "share": ratio(median(own), default)})  # fmt: skip
@@ -190,7 +209,7 @@ def benchmark(ws: Workspace) -> Report:
     ]
     if revision:
         report.notes.append(f"baseline: the suite of {revision} against the same server, runs interleaved")
-    every = [r for runs_ in measured.values() for r in runs_] + concurrent
+    every = [r for runs_ in measured.values() for r in runs_] + concurrent + whole_before
     if any(r["returncode"] != 0 for r in every):
         report.status = "partial"
         report.notes += [f"exit {r['returncode']}: {r['verdict'][:200]}" for r in every if r["returncode"] != 0][:5]
@@ -201,6 +220,7 @@ def benchmark(ws: Workspace) -> Report:
         "suite_own_s": {f"{name}, steps {steps or 'default'}": [r["suite_own_s"] for r in v] for (name, steps), v in
                         measured.items()},
         "concurrent_walls_s": [r["wall_s"] for r in concurrent],
+        "all_before_walls_s": [r["wall_s"] for r in whole_before],
         "returncodes": [r["returncode"] for r in every], "report_path": last["report_path"],
         "summary": doc.get("summary"), "runs": runs,
     }  # fmt: skip
