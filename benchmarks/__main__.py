@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--before", metavar="REV",
-        help="also run the training function as it was at this git revision, side by side (training, growth)",
+        help="also run the training function (training, growth, starts) or the server with its training function "
+        "(fanout, api_latency, memory, conformance) as it was at this git revision, side by side",
     )  # fmt: skip
     parser.add_argument(
         "--levers", metavar="GROUP,...", default="",

@@ -4,7 +4,8 @@
 report gives each check's duration and the runs it started, the server gives each run's start and end. With
 CONFORMANCE_BASELINE=<git revision> the suite of that revision (its `conformance/`, `schemas/` and dataset manifest,
 exported with `git archive`) runs against the same server, alternating with this tree's, so the two are compared
-side by side on a shared machine: medians and their ratio.
+side by side on a shared machine: medians and their ratio. With `--before REV` as well, that suite also runs against
+the server (and training function) of REV: everything as it was, against everything as it is.
 """
 
 from __future__ import annotations
@@ -85,45 +86,91 @@ def time_suite(
     }
 
 
+#: Main-run lengths measured beside the target's default (1,500 mlp steps), through the suite's --run-config.
+SHORTER_MAIN_RUNS = (300, 600)
+
+
+def _median_row(part: str, runs: list[dict[str, Any]], note: str = "", share: float | None = 1.0) -> dict[str, Any]:
+    walls = [r["wall_s"] for r in runs]
+    return {"part": f"{part} (wall, median of {len(walls)})", "seconds": median(walls), "share": share,
+            "note": note or runs[-1]["verdict"][:100], "walls_s": walls}  # fmt: skip
+
+
 def benchmark(ws: Workspace) -> Report:
     """Run benchmark 5; returns its report."""
     report = Report("conformance", "Conformance suite wall time against the local reference server", COLUMNS)
     cache = str(ws.scratch("conformance-cache") / "cache.db")
     run_tinygrad(ws, spec_for("mlp", steps=30), 0.85, env={"CACHEDB": cache})
-    extra = ["--run-config", json.dumps({"steps": 100})] if ws.options.quick else []
-    repeats = 1 if ws.options.quick else ws.options.repeats
+    quick = ws.options.quick
+    repeats = 1 if quick else ws.options.repeats
+    # The main run's length: the target's default (no --run-config: what a real verification runs), and shorter ones.
+    lengths: list[int | None] = [100] if quick else [*SHORTER_MAIN_RUNS, None]
     revision = os.environ.get("CONFORMANCE_BASELINE")
     baseline = export_baseline(revision, ws.scratch("conformance-baseline")) if revision else None
-    current: list[dict[str, Any]] = []
-    before: list[dict[str, Any]] = []
+    suites: list[tuple[str, Path | None]] = [("this tree", None)] + ([(revision, baseline)] if revision else [])
+    measured: dict[tuple[str, int | None], list[dict[str, Any]]] = {}
     with ReferenceServer(ws, env={"CACHEDB": cache}) as server, httpx.Client(base_url=server.url, timeout=60) as client:
-        for _ in range(repeats):  # interleaved, so load from elsewhere falls on both alike
-            current.append(
-                time_suite(ws, server.url, ws.scratch("conformance-out"), extra, pythonpath=None, client=client)
-            )
-            if baseline is not None:
-                out = ws.scratch("conformance-out-baseline")
-                before.append(time_suite(ws, server.url, out, extra, pythonpath=baseline, client=client))
+        for _ in range(repeats):  # interleaved, so load from elsewhere falls on every variant alike
+            for steps in lengths:
+                extra = ["--run-config", json.dumps({"steps": steps})] if steps is not None else []
+                for name, path in suites:
+                    out = ws.scratch("conformance-out")
+                    run = time_suite(ws, server.url, out, extra, pythonpath=path, client=client)
+                    measured.setdefault((name, steps), []).append(run)
+        current = measured[("this tree", lengths[-1])]
         last = current[-1]
         doc: dict[str, Any] = last["report"]
         runs = {r["role"]: client.get(f"/api/training/runs/{r['run_id']}").json() for r in doc.get("runs", [])}
-    walls = [r["wall_s"] for r in current]
-    report.rows.append({"part": f"whole suite, this tree (wall, median of {len(walls)})", "seconds": median(walls),
-                        "share": 1.0, "note": last["verdict"][:120]})  # fmt: skip
-    if before:
-        old = [r["wall_s"] for r in before]
-        report.rows.append({"part": f"whole suite, {revision} (wall, median of {len(old)})", "seconds": median(old),
-                            "share": ratio(median(old), median(walls)),
-                            "note": f"this tree / {revision}: {ratio(median(walls), median(old)):.2f}; "
-                                    + before[-1]["verdict"][:80]})  # fmt: skip
+    concurrent: list[dict[str, Any]] = []
+    if not quick:
+        # The same suite against a server that trains two runs at once: the suite submits both control runs
+        # together, so they train side by side instead of one after the other (the default is one at a time).
+        env = {"CACHEDB": cache}
+        with (
+            ReferenceServer(ws, env=env, args=["--max-concurrent-runs", "2"]) as server2,
+            httpx.Client(base_url=server2.url, timeout=60) as client2,
+        ):
+            for _ in range(repeats):
+                concurrent.append(time_suite(ws, server2.url, ws.scratch("conformance-out"), [], pythonpath=None,
+                                             client=client2))  # fmt: skip
+    whole_before: list[dict[str, Any]] = []
+    before_root = ws.before_root()
+    if before_root is not None and baseline is not None and not quick:
+        # Everything as it was: the suite of CONFORMANCE_BASELINE against the server (and trainer) of --before.
+        env = {"CACHEDB": str(ws.scratch("conformance-cache-before") / "cache.db")}
+        with (
+            ReferenceServer(ws, env=env, code=before_root) as server3,
+            httpx.Client(base_url=server3.url, timeout=60) as client3,
+        ):
+            for _ in range(repeats):
+                whole_before.append(time_suite(ws, server3.url, ws.scratch("conformance-out"), [],
+                                               pythonpath=baseline, client=client3))  # fmt: skip
+    default = median([r["wall_s"] for r in current])
+    for steps in lengths:
+        label = f"main run {steps} steps" if steps is not None else "main run: the target's default (1,500 steps)"
+        this = measured[("this tree", steps)]
+        report.rows.append(_median_row(f"whole suite, this tree, {label}", this, share=ratio(median(
+            [r["wall_s"] for r in this]), default)))  # fmt: skip
+        if revision:
+            old = measured[(revision, steps)]
+            change = ratio(median([r["wall_s"] for r in this]), median([r["wall_s"] for r in old]))
+            report.rows.append(_median_row(f"whole suite, {revision}, {label}", old,
+                                           note=f"this tree / {revision}: {change:.2f}; " + old[-1]["verdict"][:60],
+                                           share=ratio(median([r["wall_s"] for r in old]), default)))  # fmt: skip
+    if concurrent:
+        change = ratio(median([r["wall_s"] for r in concurrent]), default)
+        report.rows.append(_median_row("whole suite, this tree, server with --max-concurrent-runs 2", concurrent,
+                                       note=f"vs one run at a time: {change:.2f}; " + concurrent[-1]["verdict"][:60],
+                                       share=change))  # fmt: skip
+    if whole_before:
+        change = ratio(default, median([r["wall_s"] for r in whole_before]))
+        report.rows.append(_median_row(f"whole suite of {revision} against the server of {ws.options.before}",
+                                       whole_before, share=ratio(median([r["wall_s"] for r in whole_before]), default),
+                                       note=f"this tree (suite and server) / all before: {change:.2f}; "
+                                       + whole_before[-1]["verdict"][:50]))  # fmt: skip
     own = [r["suite_own_s"] for r in current if r["suite_own_s"] is not None]
     report.rows.append({"part": "  of which the suite's own (wall minus the server's span of its runs)",
-                        "seconds": median(own), "share": ratio(median(own), median(walls))})  # fmt: skip
-    if before:
-        old_own = [r["suite_own_s"] for r in before if r["suite_own_s"] is not None]
-        report.rows.append({"part": f"  of which the suite's own, {revision}", "seconds": median(old_own),
-                            "share": ratio(median(old_own), median([r["wall_s"] for r in before])),
-                            "note": f"this tree / {revision}: {ratio(median(own), median(old_own)):.2f}"})  # fmt: skip
+                        "seconds": median(own), "share": ratio(median(own), default)})  # fmt: skip
     wall = last["wall_s"]
     if not doc:
         report.status = "failed"
@@ -135,7 +182,8 @@ def benchmark(ws: Workspace) -> Report:
         report.rows.append({
             "part": f"{role} run: queued + training", "seconds": (created_to_start or 0) + (training or 0),
             "share": ((created_to_start or 0) + (training or 0)) / wall,
-            "note": f"{run['config']['steps']} steps; queued {created_to_start or 0:.1f} s, status {run['status']}",
+            "note": f"{run['config']['steps']} steps; queued {created_to_start or 0:.1f} s (the trainer's start "
+                    f"included), training {training or 0:.1f} s, status {run['status']}",
         })  # fmt: skip
     by_section: dict[str, float] = defaultdict(float)
     for check in doc.get("checks", []):
@@ -150,19 +198,30 @@ def benchmark(ws: Workspace) -> Report:
         f"verdict: {last['verdict']}",
         f"suite duration by its own report: {doc.get('duration_s')} s; target: the whole run under 30 s.",
         "slowest checks: " + ", ".join(f"{c['id']} {c['duration_s']:.2f} s" for c in slowest),
-        "The control runs are submitted once the main run's SSE rate window has closed; the reference server runs "
-        "one run at a time, so they queue and start when the main run ends. The checks that need only the main run "
-        "run while they train. The runs' rows come from the server's own created/started/finished times.",
+        "share: each suite's wall over this tree's with the default main run; the runs' rows (the last default "
+        "run of this tree) over that run's wall.",
+        "The control runs are submitted together once the main run's SSE rate window has closed (or it has ended); "
+        "the reference server runs one run at a time by default, so they queue and start when the main run ends. "
+        "The checks that need only the main run run while they train. The runs' rows come from the server's own "
+        "created/started/finished times; a run is queued until its trainer says `started` (its start-up included).",
+        "Shorter main runs go through --run-config, which makes the verification partial (its folder is "
+        "partial-<commit>); the checks are the same.",
     ]
     if revision:
         report.notes.append(f"baseline: the suite of {revision} against the same server, runs interleaved")
-    if any(r["returncode"] != 0 for r in current + before):
+    every = [r for runs_ in measured.values() for r in runs_] + concurrent + whole_before
+    if any(r["returncode"] != 0 for r in every):
         report.status = "partial"
+        report.notes += [f"exit {r['returncode']}: {r['verdict'][:200]}" for r in every if r["returncode"] != 0][:5]
     report.details = {
-        "walls_s": walls, "baseline": revision, "baseline_walls_s": [r["wall_s"] for r in before],
-        "suite_own_s": own, "baseline_suite_own_s": [r["suite_own_s"] for r in before],
-        "runs_span_s": [r["runs_span_s"] for r in current], "baseline_runs_span_s": [r["runs_span_s"] for r in before],
-        "returncodes": [r["returncode"] for r in current], "report_path": last["report_path"],
+        "baseline": revision,
+        "walls_s": {f"{name}, steps {steps or 'default'}": [r["wall_s"] for r in v] for (name, steps), v in
+                    measured.items()},
+        "suite_own_s": {f"{name}, steps {steps or 'default'}": [r["suite_own_s"] for r in v] for (name, steps), v in
+                        measured.items()},
+        "concurrent_walls_s": [r["wall_s"] for r in concurrent],
+        "all_before_walls_s": [r["wall_s"] for r in whole_before],
+        "returncodes": [r["returncode"] for r in every], "report_path": last["report_path"],
         "summary": doc.get("summary"), "runs": runs,
     }  # fmt: skip
     return report

@@ -1,6 +1,9 @@
 """A real reference server for benchmarks 2-5: `python -m reference_server` on a free port, in scratch folders.
 
 Its CPU time and memory are read from /proc (no psutil): the server process alone, not the trainers it starts.
+`code`: the root of another revision's export (Workspace.before_root) whose server runs instead of this checkout's,
+with that revision's training function; only flags every revision understands are passed (--host, --port,
+--evidence-dir, --data-dir, --work-dir, --max-sse-subscribers exist since before 423a724).
 """
 
 from __future__ import annotations
@@ -24,11 +27,22 @@ TERMINAL = {"succeeded", "failed", "cancelled", "interrupted"}
 class ReferenceServer:
     """Start with `with ReferenceServer(ws, env) as server:`; `server.url` is its base URL."""
 
-    def __init__(self, ws: Workspace, env: dict[str, str] | None = None, args: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        ws: Workspace,
+        env: dict[str, str] | None = None,
+        args: list[str] | None = None,
+        *,
+        code: Path | None = None,
+        profile: Path | None = None,
+        root: Path | None = None,
+    ) -> None:
         self.ws = ws
-        self.root = ws.scratch("server")
+        self.root = root or ws.scratch("server")  # a given root: a server after another on the same evidence
         self.env = env or {}
         self.args = args or []
+        self.code = code
+        self.profile = profile  # run under cProfile (benchmarks/profiled_server.py), stats to this file
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log_path = self.root / "server.log"
@@ -38,7 +52,17 @@ class ReferenceServer:
         args = ["--evidence-dir", str(self.root / "evidence"), "--data-dir", str(self.ws.data_dir)]
         args += ["--work-dir", str(self.root / "work"), *self.args]
         env = self.ws.env(MOCKS_DISABLED="1", **self.env)
-        launched = launch(args, log_path=self.log_path, env=env, cwd=REPO_ROOT, python=self.ws.python, timeout=120)
+        cwd, module = REPO_ROOT, "reference_server"
+        if self.code is not None:
+            # `python -m` puts the working directory first on sys.path: run from the export so its server is found.
+            cwd = self.code
+            env["PYTHONPATH"] = os.pathsep.join([str(self.code), str(self.code / "functions" / "trainer-tinygrad")])
+        elif self.profile is not None:
+            module = "benchmarks.profiled_server"
+            env["SERVER_PROFILE"] = str(self.profile)
+        launched = launch(
+            args, log_path=self.log_path, env=env, cwd=cwd, python=self.ws.python, timeout=120, module=module
+        )
         self.proc, self.url = launched.proc, launched.url
         self._launched = launched
         return self

@@ -15,6 +15,7 @@ from benchmarks import (
     fanout,
     growth,
     levers,
+    run_memory,
     scale,
     service,
     starts,
@@ -42,7 +43,8 @@ BENCHMARKS = [
               cheap=True),
     Benchmark("service", "2. the same run through the HTTP service vs the training function directly",
               service.benchmark),
-    Benchmark("fanout", "3. SSE fan-out to 1, 100, 1000 subscribers: delivery latency, events/s", fanout.benchmark),
+    Benchmark("fanout", "3. SSE fan-out to 1-2,000 subscribers: delivery latency, memory per subscriber",
+              fanout.benchmark),
     Benchmark("api_latency", "4. status and metrics request latency while a run trains", api_latency.benchmark),
     Benchmark("conformance", "5. conformance suite wall time against the local reference server",
               conformance_time.benchmark),
@@ -53,6 +55,8 @@ BENCHMARKS = [
               cheap=True),
     Benchmark("levers", "the speed push: each tinygrad lever measured on the training function", levers.benchmark),
     Benchmark("scale", "1, 2 and 4 concurrent runs on the local executor and on Ray", scale.benchmark),
+    Benchmark("memory", "9. server memory with 0, 100, 500 and 1,000 finished runs in its evidence folder",
+              run_memory.benchmark),
 ]  # fmt: skip
 ORDER = [b.name for b in BENCHMARKS]
 

@@ -17,6 +17,8 @@ from trainer_tinygrad.datasets import DatasetCache
 #: Fashion-MNIST from the Debian package: imported into scratch space when the default cache lacks it.
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_ROOT = Path(__file__).resolve().parent.parent
+#: What `--before REV` exports: the server runs with its own schemas and starts its own training function.
+BEFORE_PATHS = ("functions/trainer-tinygrad", "reference_server", "schemas")
 
 
 @dataclass(frozen=True)
@@ -27,8 +29,8 @@ class Options:
     repeats: int = 3
     convnet_steps: int = 40  # throughput runs of the convnet (each side, cold and warm)
     convnet_accuracy_budget_s: float = 900  # per framework, for time to 89%; 0 skips it
-    sse_subscribers: tuple[int, ...] = (1, 100, 1000)
-    before: str | None = None  # a git revision whose training function runs beside this one ("before" rows)
+    sse_subscribers: tuple[int, ...] = (1, 10, 100, 1000, 2000)
+    before: str | None = None  # a git revision whose training function (and server) runs beside this one
     levers: tuple[str, ...] = ()  # lever groups to run (all when empty); the others are carried over
 
     def to_json(self) -> dict[str, Any]:
@@ -73,17 +75,23 @@ class Workspace:
 
     def before_path(self) -> Path | None:
         """The training function at `options.before`, exported from git into scratch space (None when not asked)."""
+        root = self.before_root()
+        return None if root is None else root / "functions" / "trainer-tinygrad"
+
+    def before_root(self) -> Path | None:
+        """The server, its schemas and the training function at `options.before`, exported with `git archive` into
+        one scratch folder (None when not asked): the server there starts its own trainer, from the same folder."""
         if self.options.before is None:
             return None
         if self._before is None:
             root = self.scratch("before")
             archive = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "archive", self.options.before, "functions/trainer-tinygrad"],
+                ["git", "-C", str(REPO_ROOT), "archive", self.options.before, *BEFORE_PATHS],
                 check=True, capture_output=True,
             )  # fmt: skip
             with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
                 tar.extractall(root, filter="data")
-            self._before = root / "functions" / "trainer-tinygrad"
+            self._before = root
         return self._before
 
     def env(self, **extra: str) -> dict[str, str]:

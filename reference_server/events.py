@@ -7,11 +7,12 @@ even through a log that is not what it should be. The log of every active run is
 per-step history with it) and is read back from metrics.jsonl when someone asks for it, on a worker thread. A log
 being streamed is pinned and never leaves memory meanwhile.
 
-Subscribers follow the chat-demo shape: a cursor, a condition to wait on with a timeout (the heartbeat), and a
-wake-up when the client goes away. The all-runs feed is live only and keeps a bounded backlog. Each event is encoded
-into its SSE frame once, when it is published (the data is the very metrics.jsonl line), however many subscribers
-read it; a subscriber finds its place in the feed by arithmetic, not by scanning the backlog. At shutdown the log
-is closed only after every run has published its last event, so every stream can finish its sentence first.
+Subscribers follow the chat-demo shape: a cursor to replay from, then, once caught up, a place on the source's
+broadcast channel (broadcast.py), which writes each new batch of frames to every caught-up connection, and a wake-up
+when the client goes away or falls behind. The all-runs feed is live only and keeps a bounded backlog. Each event is
+encoded into its SSE frame once, when it is published (the data is the very metrics.jsonl line), however many
+subscribers read it; a subscriber finds its place in the feed by arithmetic, not by scanning the backlog. At shutdown
+the log is closed only after every run has published its last event, so every stream can finish its sentence first.
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from tornado.locks import Condition
 from trainer_tinygrad.clock import utc_now
 
+from .broadcast import Channel, Wake
 from .errors import TooManySubscribers
 from .evidence import EvidenceStore
 from .evidence.store import dumps
@@ -47,7 +48,7 @@ def sse_frame(event: dict[str, Any], sse_id: str, line: str | None = None) -> st
 
 @dataclass
 class RunEvents:
-    """One run's events (None while they are not in memory) and the condition its subscribers wait on."""
+    """One run's events (None while they are not in memory) and the channel its caught-up subscribers wait on."""
 
     run_id: str
     events: list[dict[str, Any]] | None = field(default_factory=list)
@@ -55,7 +56,7 @@ class RunEvents:
     last_id: int = 0  # id of the newest event (0 before the first), known whether or not the events are in memory
     ended: bool = False  # the newest event is an `end`: nothing follows it but a resume
     pins: int = 0  # streams reading it now
-    condition: Condition = field(default_factory=Condition)
+    channel: Channel = field(default_factory=Channel)
 
     def after(self, cursor: int, limit: int | None = None) -> list[dict[str, Any]]:
         """The events with id > cursor, in order (at most `limit` of them); the log must be in memory."""
@@ -102,7 +103,7 @@ class EventLog:
         self._feed: list[str] = []
         self._feed_first = 1
         self._feed_seq = 0
-        self.feed_condition = Condition()
+        self.feed_channel = Channel()
         #: Called with every event as it is published (the metrics count them).
         self.observers: list[Callable[[dict[str, Any]], None]] = []
 
@@ -204,8 +205,9 @@ class EventLog:
             )
         line = dumps(event).decode("utf-8")
         log.events.append(event)
+        frame = sse_frame(event, str(event["id"]), line)
         if len(log.frames) == len(log.events) - 1:
-            log.frames.append(sse_frame(event, str(event["id"]), line))
+            log.frames.append(frame)
         log.last_id, log.ended = int(event["id"]), event["type"] == "end"
         if log.ended:
             self._resident[log.run_id] = None
@@ -215,13 +217,16 @@ class EventLog:
             del self._resident[log.run_id]
         for observe in self.observers:
             observe(event)
-        log.condition.notify_all()
+        log.channel.publish(log.last_id, frame)
+        if log.ended:  # its subscribers get the end, then finish their streams
+            log.channel.wake_all(Wake.DONE)
         self._feed_seq += 1
-        self._feed.append(sse_frame(event, f"{event['run_id']}:{event['id']}", line))
+        feed_frame = sse_frame(event, f"{event['run_id']}:{event['id']}", line)
+        self._feed.append(feed_frame)
         if len(self._feed) >= 2 * self.feed_backlog:  # trimmed in halves: appends stay O(1) on average
             del self._feed[: -self.feed_backlog]
             self._feed_first = self._feed_seq - len(self._feed) + 1
-        self.feed_condition.notify_all()
+        self.feed_channel.publish(self._feed_seq, feed_frame)
 
     @property
     def feed_cursor(self) -> int:
@@ -254,5 +259,5 @@ class EventLog:
         each sends what is left and ends its stream."""
         self.closed = True
         for log in self._runs.values():
-            log.condition.notify_all()
-        self.feed_condition.notify_all()
+            log.channel.wake_all(Wake.DONE)
+        self.feed_channel.wake_all(Wake.DONE)

@@ -31,7 +31,6 @@ from .evidence import (
     EvidenceDamaged,
     EvidenceStore,
     EvidenceWriteError,
-    StoredRun,
 )
 from .executors import Executor
 from .journal import RunJournal
@@ -62,8 +61,11 @@ async def recover(
     goes back to its trainer when the executor finds it still alive (it went on without the server), and ends
     `interrupted` otherwise."""
     report = RecoveryReport()
-    stored_runs: list[StoredRun] = []
-    for run_id in store.run_ids():
+    # Oldest first (config.json's created_at), so runs get their sequence numbers in the order they were created.
+    # Each log is read, folded and let go before the next is read: memory holds the logs of the `cache_runs` most
+    # recent ended runs (and the active ones), never every log at once, which left a server started on 1,000 runs
+    # hundreds of MB larger long after the logs were freed.
+    for run_id in sorted(store.run_ids(), key=lambda r: (store.created_at(r), r)):
         try:
             stored = store.read_run(run_id)
         except EvidenceDamaged as exc:
@@ -80,9 +82,6 @@ async def recover(
             log.warning("run %s: a folder that never got its first event (a failed start); removed", run_id)
             report.removed.append(run_id)
             continue
-        stored_runs.append(stored)
-    for stored in sorted(stored_runs, key=lambda s: (s.config.get("created_at", ""), s.run_id)):
-        run_id = stored.run_id
         if stored.stale_files:
             store.remove_stale_files(run_id, stored.stale_files)
             log.info("run %s: removed temporary files a killed writer left: %s", run_id, ", ".join(stored.stale_files))
@@ -108,6 +107,7 @@ async def recover(
             report.unended.append(run_id)
         elif store.read_manifest(run_id) is None:
             await journal.write_missing_manifest(run)
+        events.trim()  # this log stays only while it is among the most recent ended ones
     if executor.detaches and executor.unavailable():
         log.warning(
             "%d run(s) were active when the server last stopped; they wait for the %s executor (%s)",

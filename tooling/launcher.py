@@ -97,12 +97,14 @@ def launch(
     python: str = sys.executable,
     timeout: float = 60.0,
     wait_ready: bool = True,
+    module: str = "reference_server",
 ) -> LaunchedServer:
     """Run `python -m reference_server --host 127.0.0.1 --port 0 ARGS...`, appending its output to `log_path`.
 
-    Returns once it listens and, with `wait_ready`, once /readyz answers 200 (within `timeout` in all).
+    Returns once it listens and, with `wait_ready`, once /readyz answers 200 (within `timeout` in all). `module`
+    replaces `reference_server` with a wrapper that takes the same arguments (benchmarks/profiled_server.py).
     """
-    argv = [python, "-m", "reference_server", "--host", "127.0.0.1", "--port", "0", *args]
+    argv = [python, "-m", module, "--host", "127.0.0.1", "--port", "0", *args]
     log_path.parent.mkdir(parents=True, exist_ok=True)
     offset = log_path.stat().st_size if log_path.exists() else 0
     with log_path.open("ab") as log:

@@ -387,6 +387,14 @@ class EvidenceStore:
                 yield path
 
     # ----- recovery -----
+    def created_at(self, run_id: str) -> str:
+        """When a run was created, from its config.json ("" when that cannot be read: `read_run` says why)."""
+        try:
+            value = json.loads((self.run_dir(run_id) / CONFIG).read_text(encoding="utf-8")).get("created_at", "")
+        except (OSError, ValueError, AttributeError):
+            return ""
+        return value if isinstance(value, str) else ""
+
     def read_run(self, run_id: str) -> StoredRun:
         """config.json and the events of metrics.jsonl. A torn last line (no newline: a write that never completed)
         is returned apart, not as an event. EvidenceDamaged when the folder cannot be trusted: no or unreadable

@@ -8,19 +8,22 @@ Without run_id: every run's events, live only, with ids `<run_id>:<id>`. A comme
 
 A replay goes out in batches, each flushed before the next is written, so a stream holds at most one batch beyond
 what the socket holds; a client that leaves a batch unread past the write deadline is dropped (its slot and file
-descriptor freed). At shutdown a stream ends only once the log is closed, which happens after every run has
-published its last event: a subscriber gets each run's `end` before the server goes.
+descriptor freed). A stream that has caught up parks on its source's broadcast channel (broadcast.py), which writes
+the live events to it, and gets its connection back when the client falls behind (then it waits for the flush under
+the same deadline and catches up from the log), leaves, or the source ends. At shutdown a stream ends only once the
+log is closed, which happens after every run has published its last event: a subscriber gets each run's `end` before
+the server goes.
 """
 
 from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from tornado.ioloop import IOLoop
-from tornado.locks import Condition
+from tornado.http1connection import HTTP1Connection
 
+from ..broadcast import Channel, Listener, Wake
 from ..errors import InvalidLastEventId, InvalidParameter, RunNotFound
 from ..events import EventLog, RunEvents
 from ..lifecycle import RUN_ID_PATTERN
@@ -47,13 +50,13 @@ class EventStreamHandler(BaseHandler):
         self.retry_ms = retry_ms
         self.streams = streams
         self._gone = False
-        self._waiting_on: Condition | None = None
+        self._listener: Listener | None = None
 
     def on_connection_close(self) -> None:
         """The client left: wake the loop so it ends (a normal end, not an error)."""
         self._gone = True
-        if self._waiting_on is not None:
-            self._waiting_on.notify_all()
+        if self._listener is not None:
+            self._listener.wake(Wake.GONE)
 
     async def get(self) -> None:
         """Stream events until `end` (per run), the client leaves, or the server stops."""
@@ -125,7 +128,17 @@ class EventStreamHandler(BaseHandler):
         self.set_header("X-Accel-Buffering", "no")
         if self.request.method != "HEAD":
             self.limit_send_buffer(STREAM_SEND_BUFFER)
+            # Events are small writes that should leave at once. With Nagle's algorithm on (Tornado's default while a
+            # response is being written), each one waited for the ACK of the one before, which the client's delayed
+            # ACK holds up to 40 ms: at a few dozen events a second, the events bunched up and arrived late.
+            # Tornado turns it back on when the response ends.
+            self._connection().stream.set_nodelay(True)
             self.write(f": trainer-tinygrad events\nretry: {self.retry_ms}\n\n")
+
+    def _connection(self) -> HTTP1Connection:
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)  # the only kind Tornado's HTTPServer makes
+        return connection
 
     async def _send(self, text: str) -> bool:
         if self._gone:
@@ -137,43 +150,56 @@ class EventStreamHandler(BaseHandler):
         return True
 
     async def _follow_run(self, log: RunEvents, cursor: int) -> None:
-        if not await self._send(""):
-            return
-        while not self._gone:
-            cursor, text = log.frames_after(cursor, REPLAY_BATCH)
-            if text:
-                if not await self._send(text):
-                    return
-                continue
-            if log.ended or self.events.closed:
-                break
-            await self._wait_or_heartbeat(log.condition)
-        self._close()
+        def after(cursor: int) -> tuple[int, str]:
+            return log.frames_after(cursor, REPLAY_BATCH)
+
+        await self._follow(after, lambda: log.ended or self.events.closed, log.channel, cursor)
 
     async def _follow_feed(self) -> None:
-        cursor = self.events.feed_cursor
+        def after(cursor: int) -> tuple[int, str]:
+            return self.events.feed_after(cursor, REPLAY_BATCH)
+
+        await self._follow(after, lambda: self.events.closed, self.events.feed_channel, self.events.feed_cursor)
+
+    async def _follow(
+        self, after: Callable[[int], tuple[int, str]], over: Callable[[], bool], channel: Channel, cursor: int
+    ) -> None:
+        """Replay from `cursor` in batches, then park on `channel` for the live events; again after each wake-up,
+        until the source is `over` or the client is gone."""
         if not await self._send(""):
             return
         while not self._gone:
-            cursor, text = self.events.feed_after(cursor, REPLAY_BATCH)
+            cursor, text = after(cursor)
             if text:
                 if not await self._send(text):
                     return
                 continue
-            if self.events.closed:
+            if over():
                 break
-            await self._wait_or_heartbeat(self.events.feed_condition)
+            cursor, why = await self._park(channel, cursor)
+            if why is Wake.BEHIND and not await self._send(""):  # wait for the connection to drain, or drop it
+                return
         self._close()
 
-    async def _wait_or_heartbeat(self, condition: Condition) -> None:
-        """Wait for new events; after `heartbeat_s` without any, send a comment line instead."""
-        self._waiting_on = condition
+    async def _park(self, channel: Channel, cursor: int) -> tuple[int, Wake]:
+        """Let the channel write live events (and heartbeats) to this connection until it wakes us; the cursor it
+        reached, and why it woke us."""
+        listener = Listener(
+            self._connection().stream,
+            cursor,
+            # Tornado frames an HTTP/1.1 body in chunks and says so in the headers it sent; an HTTP/1.0 one is bare.
+            chunked=self._headers.get("Transfer-Encoding", "").lower() == "chunked",
+            heartbeat_s=self.heartbeat_s,
+        )
+        self._listener = listener
+        channel.park(listener)
         try:
-            woke = await condition.wait(timeout=IOLoop.current().time() + self.heartbeat_s)
+            why = await listener.woken
         finally:
-            self._waiting_on = None
-        if not woke:
-            await self._send(": keep-alive\n\n")
+            channel.leave(listener)
+            listener.wake(Wake.GONE)  # stops its heartbeat when we were cancelled instead of woken
+            self._listener = None
+        return listener.cursor, why
 
     def _close(self) -> None:
         if not self._gone and not self._finished:

@@ -24,9 +24,9 @@ needs_data = pytest.mark.skipif(
 )
 
 
-def run_benchmarks(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def run_benchmarks(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m benchmarks ARGS --quick --out tmp`, with an empty default data cache (it imports its own)."""
-    env = {**os.environ, "TRAINER_DATA_DIR": str(tmp_path / "no-cache")}
+    env = {**os.environ, "TRAINER_DATA_DIR": str(tmp_path / "no-cache"), **(env or {})}
     argv = [sys.executable, "-m", "benchmarks", *args, "--quick", "--out", str(tmp_path / "results")]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False)
 
@@ -99,3 +99,79 @@ def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tm
         assert row["host_ms"] > 0 and row["samples_per_s"] > 0
     for key in ("mlp_on", "mlp_off"):
         assert doc["details"][key]["top"][0]["share"] > 0.2  # one of the two big matmuls dominates
+
+
+@needs_data
+@pytest.mark.slow
+def test_fanout_quick_measures_every_subscriber_and_memory_per_subscriber(tmp_path: Path) -> None:
+    profile = tmp_path / "server.prof"
+    proc = run_benchmarks(tmp_path, "fanout", env={"FANOUT_PROFILE": str(profile)})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "fanout")
+    assert doc["status"] == "ok", doc["notes"]
+    rows = {row["subscribers"]: row for row in doc["rows"] if row["server"] == "this checkout"}
+    assert rows.keys() == {1, 10}
+    for n, row in rows.items():
+        assert row["complete"] and row["refused"] == 0, row  # every subscriber got every event of the run
+        assert row["events"] >= 12  # 100 steps, a metric every 10: status, 10 metrics, checkpoint, end
+        assert row["deliveries"] == n * row["events"]
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] < 10_000
+        assert row["server_us_per_delivery"] > 0 and row["client_cpu"] > 0
+        assert row["kib_per_subscriber"] is not None and row["server_rss_subscribed_mib"] > 10
+    # The profiled row ran this checkout's server under cProfile: its event loop's functions are in the stats.
+    assert profile.is_file()
+    top = doc["details"]["profile"]["top_by_own_time"]
+    assert doc["details"]["profile"]["total_s"] > 0 and len(top) == 20
+
+
+@needs_data
+@pytest.mark.slow
+def test_api_latency_quick_times_each_request_outside_and_inside_the_server(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "api_latency")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "api_latency")
+    assert doc["status"] == "ok", doc["notes"]  # the run was still training when the load ended
+    rows = {(row["phase"], row["endpoint"]): row for row in doc["rows"]}
+    assert rows.keys() == {(p, e) for p in ("idle", "training") for e in ("GET run status", "GET run metrics")}
+    for row in rows.values():
+        assert row["requests"] == 20 and row["errors"] == 0, row
+        assert row["server_logged"] == 20  # every request found again in the server's access log by its id
+        assert 0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+        assert row["server_p50_ms"] <= row["p50_ms"]  # the server's part of a request is inside the client's view
+    assert rows[("training", "GET run metrics")]["bytes"] > rows[("idle", "GET run metrics")]["bytes"]
+
+
+@needs_data
+@pytest.mark.slow
+def test_conformance_quick_times_a_passing_suite_and_its_runs(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "conformance")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "conformance")
+    assert doc["status"] == "ok", doc["notes"]  # the suite passed against this checkout's server
+    rows = {row["part"].split(" (")[0]: row for row in doc["rows"]}
+    whole = rows["whole suite, this tree, main run 100 steps"]
+    assert "PASSED" in whole["note"] and 1 < whole["seconds"] < 120
+    for role in ("main", "seed", "zero_lr"):  # the three runs the suite starts, each ended as it should
+        assert rows[f"{role} run: queued + training"]["seconds"] > 0
+    assert doc["details"]["runs"]["main"]["config"]["steps"] == 100
+    assert {r["status"] for r in doc["details"]["runs"].values()} == {"succeeded"}
+    own = rows["  of which the suite's own"]["seconds"]
+    assert 0 < own < whole["seconds"]
+
+
+@pytest.mark.slow
+def test_memory_quick_measures_servers_holding_real_finished_runs(tmp_path: Path) -> None:
+    proc = run_benchmarks(tmp_path, "memory")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, "memory")
+    assert doc["status"] == "ok", doc["notes"]  # every run finished in time and every fresh server listed them all
+    rows = {(row["runs"], row["server"]): row for row in doc["rows"]}
+    assert set(rows) == {(n, s) for n in (0, 10, 20) for s in ("the one that ran them", "fresh, started on the folder")}
+    for (n, server), row in rows.items():
+        assert 20 < row["rss_mib"] < 2000, row
+        if server.startswith("fresh"):
+            assert row["listed"] == n and row["start_s"] > 0
+        if n:
+            assert row["evidence_mib"] > n  # each run's folder holds a real 1.2 MB checkpoint
+            assert row["kib_per_run"] is not None
+    assert [p["succeeded"] for p in doc["details"]["live"]] == [0, 10, 20]
