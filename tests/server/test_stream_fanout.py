@@ -83,7 +83,7 @@ def test_every_live_subscriber_gets_every_event_once_in_order(server: ServerProc
 
 def test_a_client_that_falls_behind_catches_up_without_gaps_or_repeats(server: ServerProcess) -> None:
     with server.client() as client:
-        run = start_run(client, steps=3000, log_every=1, checkpoint_every=3000, eval_samples=100)
+        run = start_run(client, steps=1000, log_every=1, checkpoint_every=1000, eval_samples=100)
         url = urlsplit(server.url)
         with socket.create_connection((url.hostname or "127.0.0.1", url.port or 80), timeout=30) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -93,8 +93,8 @@ def test_a_client_that_falls_behind_catches_up_without_gaps_or_repeats(server: S
             while chunk := sock.recv(2048):
                 body += chunk
                 reads += 1
-                if reads % 200 == 0:
-                    time.sleep(1.0)  # stop reading now and then: the server's writes back up behind us
+                if reads % 50 == 0:
+                    time.sleep(0.5)  # stop reading now and then: the server's writes back up behind us
         wait_for(client, run["run_id"], {"succeeded"})
     head, _, rest = body.partition(b"\r\n\r\n")
     assert b"Transfer-Encoding: chunked" in head
