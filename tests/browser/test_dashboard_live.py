@@ -89,7 +89,8 @@ def test_a_run_started_from_the_form_gains_points_live_and_ends_plotting_its_met
     while time.monotonic() < deadline:
         state = browser.js(
             "const p = window.dashboard.page;"
-            "return p && [p.run.status, window.dashboard.history.metrics.length, p.ended]"
+            # p.run is null until the page's first fetch of the run answers
+            "return p && p.run && [p.run.status, window.dashboard.history.metrics.length, p.ended]"
         )
         if state and state[0] == "running" and state[1] and (not seen or state[1] > seen[-1]):
             seen.append(state[1])
