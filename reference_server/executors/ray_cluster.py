@@ -107,10 +107,24 @@ class RayTrainer:
                 return
 
     def checkpoint_opener(self, message: Mapping[str, Any]) -> Callable[[], BinaryIO]:
-        """The checkpoint's bytes, fetched from the actor through the object store (called on a worker thread)."""
-        name = str(message["name"])
-        actor = self.actor
-        return lambda: io.BytesIO(_ray().get(actor.checkpoint.remote(name), timeout=UNRESPONSIVE_S))
+        """The checkpoint's bytes, fetched from the actor through the object store (called on a worker thread).
+
+        A node that dies between the trainer's `checkpoint` message and this fetch loses the run's trainer, not the
+        checkpoint's integrity: TrainerLost, so the run ends `interrupted` (`node_lost`) and may resume from its last
+        adopted checkpoint, as when the node dies between polls."""
+        name, run_id, actor = str(message["name"]), self.run_id, self.actor
+
+        def fetch() -> BinaryIO:
+            ray = _ray()
+            try:
+                return io.BytesIO(ray.get(actor.checkpoint.remote(name), timeout=UNRESPONSIVE_S))
+            except ray.exceptions.GetTimeoutError as exc:
+                lost = f"the node of run {run_id}'s trainer sent no checkpoint for {UNRESPONSIVE_S} s"
+                raise TrainerLost(lost) from exc
+            except ray.exceptions.RayActorError as exc:
+                raise TrainerLost(f"the trainer's node or actor is gone: {_first_line(exc)}") from exc
+
+        return fetch
 
     def terminate(self) -> None:
         """SIGTERM on the node (the trainer stops after its current step); an actor still waiting for a node is

@@ -83,12 +83,13 @@ def test_a_lost_node_interrupts_its_run_which_resumes_by_itself_on_the_node_that
     server = ray_server(server_factory, ray_cluster, "--auto-resume")
     with server.client() as client:
         other = start_run(client, steps=100_000, log_every=10, checkpoint_every=100_000, eval_samples=100)
-        run = start_run(client, steps=400, log_every=10, checkpoint_every=100, eval_samples=100)
+        # Long enough that the node dies mid-run: a step of the mlp takes a few milliseconds now.
+        run = start_run(client, steps=2000, log_every=10, checkpoint_every=100, eval_samples=100)
         assert run["auto_resume"] is True
         wait_for(client, other["run_id"], {"running"}, timeout=120)
         wait_for(client, run["run_id"], {"running"}, timeout=120)
         at = wait_for_step(client, run["run_id"], 150)
-        assert at["checkpoints"], at
+        assert at["status"] == "running" and at["checkpoints"], at
         node = next(n for n in ray_cluster.nodes if n.node_id() == at["placement"]["node_id"])
         assert not node.head
         killed_at = time.monotonic()
@@ -115,7 +116,7 @@ def test_a_lost_node_interrupts_its_run_which_resumes_by_itself_on_the_node_that
     events = events_of(server, run["run_id"])
     resume_at = next(i for i, e in enumerate(events) if e["data"].get("auto_resume"))
     after = [e["data"]["step"] for e in events[resume_at:] if e["type"] == "metric"]
-    assert after == list(range(checkpoint_step + 10, 401, 10)), "the resumed attempt carries on from the checkpoint"
+    assert after == list(range(checkpoint_step + 10, 2001, 10)), "the resumed attempt carries on from the checkpoint"
     assert audit_run(server.evidence_dir / "training" / run["run_id"]).ok
 
 
