@@ -14,11 +14,9 @@ import json
 import os
 import subprocess
 import sys
-import tarfile
 import time
 from collections import defaultdict
 from datetime import datetime
-from io import BytesIO
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +26,7 @@ from benchmarks.measurements import median, ratio
 from benchmarks.results import Report
 from benchmarks.server import ReferenceServer
 from benchmarks.training import run_tinygrad, spec_for
-from benchmarks.workspace import REPO_ROOT, Workspace
+from benchmarks.workspace import Workspace, export_revision
 
 COLUMNS = [("part", "part"), ("seconds", "seconds"), ("share", "share of wall"), ("note", "note")]
 #: What the suite of another revision needs to run on its own.
@@ -44,12 +42,7 @@ def _seconds_between(start: str | None, end: str | None) -> float | None:
 
 def export_baseline(revision: str, into: Path) -> Path:
     """The suite's package folder of `revision`, exported from git; what PYTHONPATH needs to run it."""
-    archive = subprocess.run(
-        ["git", "archive", revision, *_BASELINE_PATHS], cwd=REPO_ROOT, capture_output=True, check=True
-    ).stdout
-    with tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "conformance"
+    return export_revision(revision, _BASELINE_PATHS, into) / "conformance"
 
 
 def time_suite(

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,16 @@ FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 #: What `--before REV` exports: the server runs with its own schemas and starts its own training function.
 BEFORE_PATHS = ("functions/trainer-tinygrad", "reference_server", "schemas")
+
+
+def export_revision(revision: str, paths: Sequence[str], into: Path) -> Path:
+    """`paths` of the repository as they were at `revision`, exported with `git archive` into `into`; `into`."""
+    archive = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "archive", revision, *paths], check=True, capture_output=True
+    ).stdout
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        tar.extractall(into, filter="data")
+    return into
 
 
 @dataclass(frozen=True)
@@ -84,14 +95,7 @@ class Workspace:
         if self.options.before is None:
             return None
         if self._before is None:
-            root = self.scratch("before")
-            archive = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "archive", self.options.before, *BEFORE_PATHS],
-                check=True, capture_output=True,
-            )  # fmt: skip
-            with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
-                tar.extractall(root, filter="data")
-            self._before = root
+            self._before = export_revision(self.options.before, BEFORE_PATHS, self.scratch("before"))
         return self._before
 
     def env(self, **extra: str) -> dict[str, str]:

@@ -25,7 +25,7 @@ import io
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -58,6 +58,18 @@ def _ray() -> Any:
     return ray
 
 
+@contextlib.contextmanager
+def _lost_on_ray_errors(run_id: str, timeout: float | None) -> Iterator[None]:
+    """A call to a run's actor that times out, or finds the actor or its node gone, has lost the trainer
+    (Ray's GetTimeoutError is a TimeoutError too)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise TrainerLost(f"the node of run {run_id}'s trainer answered nothing for {timeout} s") from exc
+    except _ray().exceptions.RayActorError as exc:
+        raise TrainerLost(f"the trainer's node or actor is gone: {_first_line(exc)}") from exc
+
+
 class RayTrainer:
     """A trainer hosted by a `TrainerHost` actor, seen from the server."""
 
@@ -82,13 +94,8 @@ class RayTrainer:
         return self._returncode
 
     async def _call(self, method: Any, *args: Any, timeout: float | None = UNRESPONSIVE_S) -> Any:
-        ray = _ray()
-        try:
+        with _lost_on_ray_errors(self.run_id, timeout):
             return await asyncio.wait_for(method.remote(*args), timeout)
-        except TimeoutError as exc:
-            raise TrainerLost(f"the node of run {self.run_id}'s trainer answered nothing for {timeout} s") from exc
-        except ray.exceptions.RayActorError as exc:
-            raise TrainerLost(f"the trainer's node or actor is gone: {_first_line(exc)}") from exc
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Each protocol message after the cursor, as the actor hands them out, until the trainer has ended. The
@@ -115,14 +122,8 @@ class RayTrainer:
         name, run_id, actor = str(message["name"]), self.run_id, self.actor
 
         def fetch() -> BinaryIO:
-            ray = _ray()
-            try:
-                return io.BytesIO(ray.get(actor.checkpoint.remote(name), timeout=UNRESPONSIVE_S))
-            except ray.exceptions.GetTimeoutError as exc:
-                lost = f"the node of run {run_id}'s trainer sent no checkpoint for {UNRESPONSIVE_S} s"
-                raise TrainerLost(lost) from exc
-            except ray.exceptions.RayActorError as exc:
-                raise TrainerLost(f"the trainer's node or actor is gone: {_first_line(exc)}") from exc
+            with _lost_on_ray_errors(run_id, UNRESPONSIVE_S):
+                return io.BytesIO(_ray().get(actor.checkpoint.remote(name), timeout=UNRESPONSIVE_S))
 
         return fetch
 

@@ -36,6 +36,15 @@ def load(tmp_path: Path, name: str) -> dict[str, Any]:
     return dict(json.loads((tmp_path / "results" / f"{name}.json").read_text()))
 
 
+def passing(tmp_path: Path, name: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one benchmark quick; it must exit 0 and call its result `ok`. Its result document."""
+    proc = run_benchmarks(tmp_path, name, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = load(tmp_path, name)
+    assert doc["status"] == "ok", doc["notes"]
+    return doc
+
+
 def test_unknown_benchmark_is_refused_with_the_list(tmp_path: Path) -> None:
     proc = run_benchmarks(tmp_path, "no-such-benchmark")
     assert proc.returncode == 2
@@ -67,10 +76,7 @@ def test_verification_quick_measures_the_cache_and_sha256sum(tmp_path: Path) -> 
     reason="PyTorch is a benchmark-only dependency: pip install -r benchmarks/requirements.txt",
 )
 def test_training_quick_compares_the_trainer_with_torch(tmp_path: Path) -> None:
-    proc = run_benchmarks(tmp_path, "training")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = load(tmp_path, "training")
-    assert doc["status"] == "ok", doc["notes"]
+    doc = passing(tmp_path, "training")
     rows = {row["framework"]: row for row in doc["rows"]}
     for framework in ("tinygrad", "torch"):
         row = rows[framework]
@@ -86,10 +92,7 @@ def test_training_quick_compares_the_trainer_with_torch(tmp_path: Path) -> None:
 @needs_data
 @pytest.mark.slow
 def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tmp_path: Path) -> None:
-    proc = run_benchmarks(tmp_path, "profile")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = load(tmp_path, "profile")
-    assert doc["status"] == "ok", doc["notes"]
+    doc = passing(tmp_path, "profile")
     rows = {row["kernel_opts"]: row for row in doc["rows"] if row["model"] == "mlp"}
     assert rows.keys() == {"on", "off"}
     for row in rows.values():
@@ -105,10 +108,7 @@ def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tm
 @pytest.mark.slow
 def test_fanout_quick_measures_every_subscriber_and_memory_per_subscriber(tmp_path: Path) -> None:
     profile = tmp_path / "server.prof"
-    proc = run_benchmarks(tmp_path, "fanout", env={"FANOUT_PROFILE": str(profile)})
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = load(tmp_path, "fanout")
-    assert doc["status"] == "ok", doc["notes"]
+    doc = passing(tmp_path, "fanout", env={"FANOUT_PROFILE": str(profile)})
     rows = {row["subscribers"]: row for row in doc["rows"] if row["server"] == "this checkout"}
     assert rows.keys() == {1, 10}
     for n, row in rows.items():
@@ -127,10 +127,7 @@ def test_fanout_quick_measures_every_subscriber_and_memory_per_subscriber(tmp_pa
 @needs_data
 @pytest.mark.slow
 def test_api_latency_quick_times_each_request_outside_and_inside_the_server(tmp_path: Path) -> None:
-    proc = run_benchmarks(tmp_path, "api_latency")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = load(tmp_path, "api_latency")
-    assert doc["status"] == "ok", doc["notes"]  # the run was still training when the load ended
+    doc = passing(tmp_path, "api_latency")  # the run was still training when the load ended
     rows = {(row["phase"], row["endpoint"]): row for row in doc["rows"]}
     assert rows.keys() == {(p, e) for p in ("idle", "training") for e in ("GET run status", "GET run metrics")}
     for row in rows.values():
@@ -144,10 +141,7 @@ def test_api_latency_quick_times_each_request_outside_and_inside_the_server(tmp_
 @needs_data
 @pytest.mark.slow
 def test_conformance_quick_times_a_passing_suite_and_its_runs(tmp_path: Path) -> None:
-    proc = run_benchmarks(tmp_path, "conformance")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = load(tmp_path, "conformance")
-    assert doc["status"] == "ok", doc["notes"]  # the suite passed against this checkout's server
+    doc = passing(tmp_path, "conformance")  # the suite passed against this checkout's server
     rows = {row["part"].split(" (")[0]: row for row in doc["rows"]}
     whole = rows["whole suite, this tree, main run 100 steps"]
     assert "PASSED" in whole["note"] and 1 < whole["seconds"] < 120
@@ -161,10 +155,7 @@ def test_conformance_quick_times_a_passing_suite_and_its_runs(tmp_path: Path) ->
 
 @pytest.mark.slow
 def test_memory_quick_measures_servers_holding_real_finished_runs(tmp_path: Path) -> None:
-    proc = run_benchmarks(tmp_path, "memory")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = load(tmp_path, "memory")
-    assert doc["status"] == "ok", doc["notes"]  # every run finished in time and every fresh server listed them all
+    doc = passing(tmp_path, "memory")  # every run finished in time and every fresh server listed them all
     rows = {(row["runs"], row["server"]): row for row in doc["rows"]}
     assert set(rows) == {(n, s) for n in (0, 10, 20) for s in ("the one that ran them", "fresh, started on the folder")}
     for (n, server), row in rows.items():
