@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from selenium import webdriver
+from selenium.common.exceptions import JavascriptException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.remote.webdriver import WebDriver
 
@@ -89,16 +90,28 @@ class Browser:
         return self.driver.execute_script(script, *args)
 
     def wait(self, script: str, timeout: float = 60.0, what: str = "") -> Any:
-        """Poll `return <script>` until it is truthy; its value. TimeoutError naming `what` after `timeout` s."""
+        """Poll `return <script>` until it is truthy; its value. TimeoutError naming `what` after `timeout` s.
+
+        A script that throws counts as not yet: right after a click that navigates, it can run in the new page before
+        the page's module has set `window.dashboard` (a fresh-clone run caught that). The last error is in the
+        TimeoutError, so a script that always throws still fails, only later.
+        """
         deadline = time.monotonic() + timeout
+        thrown = ""
         while True:
-            value = self.js(script)
+            try:
+                value = self.js(script)
+            except JavascriptException as e:
+                value, thrown = None, e.msg or str(e)
             if value:
                 return value
             if time.monotonic() > deadline:
                 self.collect()
                 errors = [e["message"] for e in self.console if e["level"] == "SEVERE"]
-                raise TimeoutError(f"after {timeout} s still not: {what or script} (console errors: {errors[:5]})")
+                raise TimeoutError(
+                    f"after {timeout} s still not: {what or script} (script error: {thrown or 'none'};"
+                    f" console errors: {errors[:5]})"
+                )
             time.sleep(0.1)
 
     def collect(self) -> None:
