@@ -88,5 +88,5 @@ def test_checkpoint_bytes_flipped(reference_server: RunningServer, tmp_path: Pat
 
 def test_a_run_that_never_finishes(reference_server: RunningServer, tmp_path: Path) -> None:
     got = verify(reference_server, NeverFinishes(), ["runs.finishes", "runs.create"], tmp_path,
-                 main_request=SHORT, timeout=20)  # fmt: skip
+                 main_request=SHORT, timeout=8)  # fmt: skip
     assert got == {"runs.create": "passed", "runs.finishes": "failed"}
