@@ -14,6 +14,8 @@ import numpy as np
 from tinygrad import Tensor, nn
 from tinygrad.nn.state import get_state_dict
 
+from trainer_tinygrad.convolution import Conv2d
+
 Layer = Callable[[Tensor], Tensor]
 
 #: BatchNorm epsilon, written into the architecture so a verifier uses the same one.
@@ -71,11 +73,11 @@ class ConvNet(Sequential):
 
     def __init__(self, classes: int) -> None:
         self.layers = [
-            nn.Conv2d(1, 32, 5), Tensor.relu,
-            nn.Conv2d(32, 32, 5), Tensor.relu,
+            Conv2d(1, 32, 5), Tensor.relu,
+            Conv2d(32, 32, 5), Tensor.relu,
             nn.BatchNorm(32, eps=BN_EPS), max_pool,
-            nn.Conv2d(32, 64, 3), Tensor.relu,
-            nn.Conv2d(64, 64, 3), Tensor.relu,
+            Conv2d(32, 64, 3), Tensor.relu,
+            Conv2d(64, 64, 3), Tensor.relu,
             nn.BatchNorm(64, eps=BN_EPS), max_pool,
             flatten, nn.Linear(576, classes),
         ]  # fmt: skip
@@ -86,11 +88,11 @@ class CifarConvNet(Sequential):
 
     def __init__(self, classes: int) -> None:
         self.layers = [
-            nn.Conv2d(3, 32, 3, padding=1), Tensor.relu, nn.BatchNorm(32, eps=BN_EPS),
-            nn.Conv2d(32, 32, 3, padding=1), Tensor.relu, nn.BatchNorm(32, eps=BN_EPS), max_pool,
-            nn.Conv2d(32, 64, 3, padding=1), Tensor.relu, nn.BatchNorm(64, eps=BN_EPS),
-            nn.Conv2d(64, 64, 3, padding=1), Tensor.relu, nn.BatchNorm(64, eps=BN_EPS), max_pool,
-            nn.Conv2d(64, 128, 3, padding=1), Tensor.relu, nn.BatchNorm(128, eps=BN_EPS), max_pool,
+            Conv2d(3, 32, 3, padding=1), Tensor.relu, nn.BatchNorm(32, eps=BN_EPS),
+            Conv2d(32, 32, 3, padding=1), Tensor.relu, nn.BatchNorm(32, eps=BN_EPS), max_pool,
+            Conv2d(32, 64, 3, padding=1), Tensor.relu, nn.BatchNorm(64, eps=BN_EPS),
+            Conv2d(64, 64, 3, padding=1), Tensor.relu, nn.BatchNorm(64, eps=BN_EPS), max_pool,
+            Conv2d(64, 128, 3, padding=1), Tensor.relu, nn.BatchNorm(128, eps=BN_EPS), max_pool,
             flatten, nn.Linear(128 * 4 * 4, classes),
         ]  # fmt: skip
 

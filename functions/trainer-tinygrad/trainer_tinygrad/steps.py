@@ -289,6 +289,6 @@ def _code_digest() -> str:
     """The source of what a step computes: a change to a model or a step invalidates every cached step."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("models.py", "steps.py"):
+    for name in ("models.py", "convolution.py", "steps.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
