@@ -41,14 +41,8 @@ def _factory(root: Path, data_dir: Path, started: list[ServerProcess]) -> Server
     ) -> ServerProcess:
         """A server; `scripted`: its trainers are tests/scripted_trainer.py (for tests about the server, not
         training)."""
-        server = ServerProcess(
-            evidence_dir=evidence_dir or root / "evidence",
-            data_dir=data_dir,
-            work_dir=root / "work",
-            log_path=root / "server.log",
-            extra_args=list(extra_args or []),
-            env=(dict(SCRIPTED) if scripted else {}) | dict(env or {}),
-        )
+        env = (dict(SCRIPTED) if scripted else {}) | dict(env or {})
+        server = ServerProcess.in_folder(root, data_dir, extra_args, env, evidence_dir=evidence_dir)
         started.append(server)
         return server.start(wait_ready=wait_ready)
 

@@ -42,6 +42,19 @@ class ServerProcess:
     launched: LaunchedServer | None = None
     url: str = ""
 
+    @classmethod
+    def in_folder(
+        cls,
+        root: Path,
+        data_dir: Path,
+        extra_args: list[str] | None = None,
+        env: dict[str, str | None] | None = None,
+        evidence_dir: Path | None = None,
+    ) -> ServerProcess:
+        """A server (not started) whose evidence, work folder and log are `root`'s evidence/, work/ and server.log."""
+        evidence = evidence_dir or root / "evidence"
+        return cls(evidence, data_dir, root / "work", root / "server.log", list(extra_args or []), dict(env or {}))
+
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> ServerProcess:
         """Start and wait until it listens (and, by default, until /readyz is 200)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINER_")}

@@ -51,6 +51,6 @@ def browser(browsers: BrowserFactory) -> Browser:
 def web(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     """A reference server shared by a module's browser tests."""
     root = tmp_path_factory.mktemp("web")
-    server = ServerProcess(root / "evidence", data_dir, root / "work", root / "server.log", SERVER_ARGS)
+    server = ServerProcess.in_folder(root, data_dir, SERVER_ARGS)
     yield server.start()
     assert server.stop() == 0, server.log()[-3000:]

@@ -26,7 +26,7 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 def guarded(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("guarded-web")
     env: dict[str, str | None] = {"TRAINER_API_TOKEN": TOKEN, "TRAINER_PROTECT_READS": "1"} | SCRIPTED
-    server = ServerProcess(root / "evidence", data_dir, root / "work", root / "server.log", SERVER_ARGS, env=env)
+    server = ServerProcess.in_folder(root, data_dir, SERVER_ARGS, env=env)
     yield server.start()
     assert server.stop() == 0, server.log()[-3000:]
 

@@ -40,9 +40,7 @@ def schemathesis_command() -> list[str]:
 @pytest.fixture(scope="module")
 def target(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> tuple[ServerProcess, Path]:
     root = tmp_path_factory.mktemp("fuzz")
-    server = ServerProcess(
-        root / "evidence", data_dir, root / "work", root / "server.log", extra_args=["--max-queued-runs", "1"]
-    ).start()
+    server = ServerProcess.in_folder(root, data_dir, ["--max-queued-runs", "1"]).start()
     with server.client() as client:
         run = start_run(client, steps=20, log_every=10, checkpoint_every=10, eval_samples=100)
         assert wait_for(client, run["run_id"], {"succeeded", "failed"})["status"] == "succeeded"

@@ -31,7 +31,7 @@ SAMPLE = {
 def guarded(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("access")
     env: dict[str, str | None] = {"TRAINER_API_TOKEN": TOKEN, "TRAINER_PROTECT_READS": "1"}
-    server = ServerProcess(root / "evidence", data_dir, root / "work", root / "server.log", env=env)
+    server = ServerProcess.in_folder(root, data_dir, env=env)
     yield server.start()
     assert server.stop() == 0
 

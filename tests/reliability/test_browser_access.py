@@ -28,9 +28,7 @@ REFUSED_BODY = {"steps": 0}
 def guarded(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("browser-access")
     env: dict[str, str | None] = {"TRAINER_API_TOKEN": TOKEN, "TRAINER_PROTECT_READS": "1"}
-    server = ServerProcess(
-        root / "evidence", data_dir, root / "work", root / "server.log", ["--cors-origin", APP], env=env
-    )
+    server = ServerProcess.in_folder(root, data_dir, ["--cors-origin", APP], env=env)
     yield server.start()
     assert server.stop() == 0
 

@@ -27,13 +27,8 @@ LIMIT_S = 1.0
 def strict(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     """A server whose clients have 1 s for their headers and 1 s for their body."""
     root = tmp_path_factory.mktemp("slow-clients")
-    server = ServerProcess(
-        root / "evidence",
-        data_dir,
-        root / "work",
-        root / "server.log",
-        env={"TRAINER_HEADER_TIMEOUT_S": str(LIMIT_S), "TRAINER_BODY_TIMEOUT_S": str(LIMIT_S)},
-    )
+    env = {"TRAINER_HEADER_TIMEOUT_S": str(LIMIT_S), "TRAINER_BODY_TIMEOUT_S": str(LIMIT_S)}
+    server = ServerProcess.in_folder(root, data_dir, env=env)
     yield server.start()
     assert server.stop() == 0, server.log()[-3000:]
 

@@ -28,13 +28,8 @@ SLOTS = 5
 def strict(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[tuple[ServerProcess, dict]]:
     """A server with 5 stream slots and a 1 s write deadline, holding one finished run with a long log."""
     root = tmp_path_factory.mktemp("stalled")
-    server = ServerProcess(
-        root / "evidence",
-        data_dir,
-        root / "work",
-        root / "server.log",
-        env={"TRAINER_MAX_SSE_SUBSCRIBERS": str(SLOTS), "TRAINER_WRITE_TIMEOUT_S": "1"} | SCRIPTED,
-    ).start()
+    env = {"TRAINER_MAX_SSE_SUBSCRIBERS": str(SLOTS), "TRAINER_WRITE_TIMEOUT_S": "1"} | SCRIPTED
+    server = ServerProcess.in_folder(root, data_dir, env=env).start()
     with server.client() as client:
         run = start_run(client, steps=3000, log_every=1, checkpoint_every=1500, eval_samples=100)
         done = wait_for(client, run["run_id"], {"succeeded", "failed"}, timeout=300)

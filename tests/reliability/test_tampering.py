@@ -55,7 +55,7 @@ def test_a_flipped_byte_in_a_cached_dataset_is_named_by_readyz_and_refuses_runs(
     own_cache: Path, tmp_path: Path
 ) -> None:
     path = cached_file(own_cache, LABELS)
-    server = ServerProcess(tmp_path / "evidence", own_cache, tmp_path / "work", tmp_path / "server.log").start()
+    server = ServerProcess.in_folder(tmp_path, own_cache).start()
     try:
         with server.client() as client:
             assert client.get("/readyz").status_code == 200
@@ -85,7 +85,7 @@ def test_a_flip_that_keeps_size_and_mtime_is_caught_when_the_trainer_loads_the_b
     the mtime back passes it; the trainer re-hashes every byte it parses and fails the run instead."""
     path = cached_file(own_cache, LABELS)
     flip_byte(path, keep_mtime=True)
-    server = ServerProcess(tmp_path / "evidence", own_cache, tmp_path / "work", tmp_path / "server.log").start()
+    server = ServerProcess.in_folder(tmp_path, own_cache).start()
     try:
         with server.client() as client:
             assert client.get("/readyz").status_code == 200  # the documented limit

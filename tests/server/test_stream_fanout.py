@@ -24,14 +24,7 @@ HEARTBEAT_S = 0.3
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[ServerProcess]:
     root = tmp_path_factory.mktemp("fanout")
-    server = ServerProcess(
-        root / "evidence",
-        data_dir,
-        root / "work",
-        root / "server.log",
-        extra_args=["--heartbeat-s", str(HEARTBEAT_S)],
-        env=dict(SCRIPTED),
-    ).start()
+    server = ServerProcess.in_folder(root, data_dir, ["--heartbeat-s", str(HEARTBEAT_S)], env=SCRIPTED).start()
     yield server
     assert server.stop() == 0, server.log()[-3000:]
 
