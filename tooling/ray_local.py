@@ -89,6 +89,10 @@ class RayNode:
                 todo.extend(tree.get(pid, []))
         return sorted(found)
 
+    def commands(self) -> dict[int, str]:
+        """Every live process of this node, with its command line (Ray's workers show their actor's class in it)."""
+        return {pid: _cmdline(pid) for pid in self.pids()}
+
     def node_id(self) -> str | None:
         """Ray's id of this node (from its raylet's command line), once it runs."""
         for pid in self.pids():
@@ -148,6 +152,19 @@ class LocalRayCluster:
         if done.returncode != 0:
             raise RuntimeError(f"`ray start` failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
         return node
+
+    def replace(self, node: RayNode) -> RayNode:
+        """Kill a worker node (if it still runs) and `ray start` a fresh one with the same CPUs in its place.
+
+        The new node's `ray start` takes a few seconds, longer than the cluster takes to notice the old one gone
+        (HEALTH_CHECKS), so nothing is placed on the old node once this returns.
+        """
+        if node.head:
+            raise ValueError("the head holds the cluster: replacing it is a new cluster")
+        node.kill()
+        self.nodes.remove(node)
+        shutil.rmtree(node.temp_dir, ignore_errors=True)
+        return self.add_node(node.cpus)
 
     def stop(self) -> None:
         """Kill every process of every node, head last, and remove their temp dirs."""

@@ -12,7 +12,7 @@ import pytest
 import safetensors.numpy
 from trainer_harness import parse_events, run_trainer, spec, trainer_command
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trainer-fashion-short")]
+pytestmark = pytest.mark.slow
 
 SHORT = {"steps": 20, "log_every": 5, "checkpoint_every": 20, "eval_samples": 100}
 

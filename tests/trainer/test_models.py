@@ -28,7 +28,6 @@ def test_an_unknown_model_or_shape_is_refused() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("trainer-fashion-short")
 def test_convnet_forward_in_numpy_from_the_description_matches_tinygrad(data_dir: Path) -> None:
     from trainer_tinygrad.checkpoints import restore
     from trainer_tinygrad.steps import Evaluator

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from trainer_harness import run_trainer, spec
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("trainer-fashion-short")]
+pytestmark = pytest.mark.slow
 
 SHORT = {"steps": 20, "log_every": 5, "checkpoint_every": 10, "eval_samples": 200, "seed": 5}
 
