@@ -114,7 +114,7 @@ def benchmark(ws: Workspace) -> Report:
     """Run benchmark 9; returns its report."""
     opts = ws.options
     report = Report("memory", "Server memory against the finished runs in its evidence folder", COLUMNS)
-    milestones = (0, 10, 20) if opts.quick else (0, 100, 500, 1000)
+    milestones = (0, 5, 10) if opts.quick else (0, 100, 500, 1000)
     budget_s = 120 if opts.quick else 1500
     began = time.monotonic()
     deadline = began + budget_s

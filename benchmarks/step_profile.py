@@ -199,7 +199,7 @@ COLUMNS = [
 def benchmark(ws: Workspace) -> Report:
     """The profile of one mlp step and one convnet step, with the shipped kernel options and without."""
     report = Report("profile", "Where a training step's time goes (tinygrad DEBUG=2 and timers)", COLUMNS)
-    cache = str(ws.scratch("profile-cache") / "cache.db")
+    cache = ws.kernel_cache("profile-cache")
     plan = [("mlp", 30 if ws.options.quick else 300)]
     if not ws.options.quick:
         plan.append(("convnet", 8))

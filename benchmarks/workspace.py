@@ -69,6 +69,19 @@ class Workspace:
         path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self.root))
         return path
 
+    def kernel_cache(self, name: str) -> str:
+        """The tinygrad kernel cache (CACHEDB; the step cache lives beside it) for one benchmark's runs.
+
+        A fresh one in scratch space, so that a kept result does not depend on what ran on this machine before. With
+        `--quick` (results not kept), tinygrad's own cache, which `make setup` warmed: a cold one cost each quick
+        benchmark several CPU-seconds compiling the same mlp kernels again, and the tests run four of them.
+        """
+        if self.options.quick:
+            from tinygrad.helpers import CACHEDB  # tinygrad's default, or $CACHEDB
+
+            return str(CACHEDB)
+        return str(self.scratch(name) / "cache.db")
+
     @property
     def data_dir(self) -> Path:
         """A dataset cache where fashion-mnist is verified: the default one, else an import into scratch space."""
