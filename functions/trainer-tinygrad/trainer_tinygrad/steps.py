@@ -52,11 +52,12 @@ class Input:
     """A realized input tensor and the fastest way to put host data into it."""
 
     def __init__(self, shape: tuple[int, ...], dtype: Any) -> None:
-        self.tensor = Tensor.zeros(*shape, dtype=dtype).contiguous().realize()
+        self.np_dtype = np.float32 if dtype == dtypes.float32 else np.int32
+        # Copied in from the host: Tensor.zeros would schedule and lower a fill kernel (~30 ms for a batch).
+        self.tensor = Tensor(np.zeros(shape, self.np_dtype), device=Device.DEFAULT).realize()
         buf = self.tensor.uop.base.buffer
         assert isinstance(buf, Buffer), "input buffers live on one device"
         self.buffer = buf.ensure_allocated()
-        self.np_dtype = np.float32 if dtype == dtypes.float32 else np.int32
         self.view: np.ndarray | None = None
         if self.buffer.device.split(":", maxsplit=1)[0] == "CPU":  # host memory: write in place, no copy
             memory = self.buffer.as_memoryview(force_zero_copy=True)
