@@ -62,8 +62,9 @@ else
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
 endif
 
+# Two lanes of tox environments at once, the background one niced (scripts/test-lanes says which and why).
 test: setup
-	@$(BIN)/tox run -e lint,type,conformance,function,fuzz,openapi-client,py,ray
+	@scripts/test-lanes
 
 bench: setup
 	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
