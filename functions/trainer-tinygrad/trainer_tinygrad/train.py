@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tinygrad import Device, Tensor, nn
+from tinygrad import Device, Tensor, dtypes, nn
 from tinygrad.helpers import CACHEDB
 from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
@@ -79,11 +79,14 @@ def build_optimizer(config: Mapping[str, Any], model: Model) -> Optimizer:
     else:
         momentum = config.get("momentum") or 0.0
         optimizer = nn.optim.SGD(tensors, lr=config["learning_rate"], momentum=momentum, fused=False)
-    fresh = {name: t for name, t in checkpoints.named_state(model, optimizer).items() if name.startswith("optim.")}
+    state = checkpoints.named_state(model, optimizer)
+    # float32 only (tinygrad's default; OPTIM_DTYPE can change it): anything else is left for tinygrad to fill.
+    fresh = {n: t for n, t in state.items() if n.startswith("optim.") and t.dtype == dtypes.float32}
     for name, tensor in fresh.items():
         value = np.ones if name in ("optim.b1_t", "optim.b2_t") else np.zeros
         tensor.replace(Tensor(value(tensor.shape, np.float32), device=tensor.device))
-    optimizer.lr.replace(Tensor(np.array([config["learning_rate"]], np.float32), device=optimizer.lr.device))
+    if optimizer.lr.dtype == dtypes.float32:
+        optimizer.lr.replace(Tensor(np.array([config["learning_rate"]], np.float32), device=optimizer.lr.device))
     Tensor.realize(*fresh.values(), optimizer.lr)
     return optimizer
 
