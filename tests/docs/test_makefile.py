@@ -1,5 +1,6 @@
-"""The Makefile as the README describes it: `make help` names every target, and `make serve` passes a flag only for a
-variable given on make's command line, so that the server's own TRAINER_* variables work under it."""
+"""The Makefile as the README describes it: `make help` names every target, `make serve` passes a flag only for a
+variable given on make's command line, so that the server's own TRAINER_* variables work under it, and `make test`'s
+two lanes (scripts/test-lanes, run here against a stub tox) keep their priorities and fail when either lane fails."""
 
 from __future__ import annotations
 
@@ -100,3 +101,60 @@ def test_make_serve_starts_the_server_where_it_is_told(how: str, tmp_path: Path,
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(60)
+
+
+STUB_TOX = """#!/usr/bin/env bash
+# Records how it was called (with its niceness); fails the environments named in $FAIL_ENVS.
+echo "$(nice) $*" >> "$CALLS"
+case "$*" in *--notest*) [ -z "$FAIL_SETUP" ] || echo "setup: broken (stub)"; exit "${FAIL_SETUP:-0}";; esac
+for env in $FAIL_ENVS; do
+    case ",$*," in *[,\\ ]"$env"[,\\ ]*) echo "  $env: FAIL code 1 (stub)"; exit 1;; esac
+done
+echo "  stub: OK (0.01 seconds)"
+"""
+
+
+def run_lanes(
+    tmp_path: Path, fail: str = "", fail_setup: str = ""
+) -> tuple[subprocess.CompletedProcess[str], list[str]]:
+    """scripts/test-lanes in a copy of the repository's layout whose tox is a stub; its result and the stub's calls."""
+    (tmp_path / "scripts").mkdir()
+    script = tmp_path / "scripts" / "test-lanes"
+    script.write_bytes((REPO / "scripts" / "test-lanes").read_bytes())
+    script.chmod(0o755)
+    stub = tmp_path / "stub-tox"
+    stub.write_text(STUB_TOX)
+    stub.chmod(0o755)
+    calls = tmp_path / "calls.log"
+    env = {**os.environ, "TOX": str(stub), "CALLS": str(calls), "FAIL_ENVS": fail, "FAIL_SETUP": fail_setup}
+    done = subprocess.run([str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
+    return done, calls.read_text().splitlines()
+
+
+def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_niced(tmp_path: Path) -> None:
+    done, calls = run_lanes(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    setup, *lanes = calls
+    assert setup == "0 run --notest -e py,fuzz,ray"  # created first, alone: two tox processes would race on .pkg
+    assert sorted(lanes) == [
+        "0 run --skip-pkg-install -e py,fuzz,ray",
+        "19 run -e lint,type,openapi-client,function,conformance",
+    ]
+    assert "background lane (lint,type,openapi-client,function,conformance)" in done.stdout
+
+
+@pytest.mark.parametrize("fail", ["function", "ray"])
+def test_make_test_fails_when_either_lane_fails_and_shows_the_background_log(tmp_path: Path, fail: str) -> None:
+    done, calls = run_lanes(tmp_path, fail=fail)
+    assert done.returncode != 0
+    assert len(calls) == 3, "both lanes ran to their end"
+    if fail == "function":
+        assert "FAILED; its log" in done.stdout and "function: FAIL code 1 (stub)" in done.stdout
+    else:
+        assert "ray: FAIL code 1 (stub)" in done.stdout and "FAILED; its log" not in done.stdout
+
+
+def test_make_test_stops_at_once_when_the_environments_cannot_be_created(tmp_path: Path) -> None:
+    done, calls = run_lanes(tmp_path, fail_setup="1")
+    assert done.returncode == 1 and len(calls) == 1, calls
+    assert "setup: broken (stub)" in done.stdout and "creating the tox environments failed" in done.stdout
