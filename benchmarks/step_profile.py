@@ -97,7 +97,7 @@ def profile(model_name: str, batch: int, steps: int, variants: bool, data_dir: P
 
     host()
     step_s = timed(step, steps)
-    kernels = kernel_times(step.via_tinygrad, max(3, min(20, steps // 10)))
+    kernels = kernel_times(step.via_tinygrad, max(5, min(20, steps // 10)))
     kernel_s = sum(t for _, t, _ in kernels)
     result: dict[str, Any] = {
         "event": "step_profile",

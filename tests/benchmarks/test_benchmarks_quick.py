@@ -97,8 +97,10 @@ def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tm
     assert rows.keys() == {"on", "off"}
     for row in rows.values():
         assert 20 <= row["kernels"] <= 40  # forward, backward and Adam of a 2-layer mlp, fused by tinygrad
-        # The kernels are most of a step; DEBUG=2's per-kernel timing may add a little more than the launches cost.
-        assert 0.3 < row["kernel_ms"] / row["step_ms"] < 3, row
+        # The kernels are most of a step. DEBUG=2 runs and times each kernel alone, so its sum can exceed the step,
+        # most when other processes share the cores and each kernel starts cache-cold (3.3x seen under make test's
+        # lanes); the upper bound catches a wrong unit, not noise.
+        assert 0.3 < row["kernel_ms"] / row["step_ms"] < 10, row
         assert row["host_ms"] > 0 and row["samples_per_s"] > 0
     for key in ("mlp_on", "mlp_off"):
         assert doc["details"][key]["top"][0]["share"] > 0.2  # one of the two big matmuls dominates
