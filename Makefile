@@ -62,8 +62,9 @@ else
 	@$(BIN)/python scripts/verify.py --evidence-dir $(EVIDENCE_DIR)
 endif
 
-# Two lanes of tox environments at once, the background one niced (scripts/test-lanes says which and why).
-test: setup
+# Two lanes of tox environments at once, the background one niced (scripts/test-lanes says which and why); the
+# background lane compiles the default steps too, so `test` needs all of `setup` but `steps` first.
+test: system-deps $(STAMP) datasets
 	@scripts/test-lanes
 
 bench: setup

@@ -126,7 +126,11 @@ def run_lanes(
     stub.write_text(STUB_TOX)
     stub.chmod(0o755)
     calls = tmp_path / "calls.log"
-    env = {**os.environ, "TOX": str(stub), "CALLS": str(calls), "FAIL_ENVS": fail, "FAIL_SETUP": fail_setup}
+    warm = tmp_path / "stub-warm"
+    warm.write_text('#!/usr/bin/env bash\necho "$(nice) warm" >> "$CALLS"\n')
+    warm.chmod(0o755)
+    env = {**os.environ, "TOX": str(stub), "WARM": str(warm), "CALLS": str(calls)}
+    env |= {"FAIL_ENVS": fail, "FAIL_SETUP": fail_setup}
     done = subprocess.run([str(script)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False)
     return done, calls.read_text().splitlines()
 
@@ -139,7 +143,9 @@ def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_n
     assert sorted(lanes) == [
         "0 run --skip-pkg-install -e py,fuzz,ray",
         "19 run -e lint,type,openapi-client,function,conformance",
+        "19 warm",  # the default steps, which `make test` no longer waits for
     ]
+    assert lanes.index("19 warm") < lanes.index("19 run -e lint,type,openapi-client,function,conformance")
     assert "background lane (lint,type,openapi-client,function,conformance)" in done.stdout
 
 
@@ -147,7 +153,7 @@ def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_n
 def test_make_test_fails_when_either_lane_fails_and_shows_the_background_log(tmp_path: Path, fail: str) -> None:
     done, calls = run_lanes(tmp_path, fail=fail)
     assert done.returncode != 0
-    assert len(calls) == 3, "both lanes ran to their end"
+    assert len(calls) == 4, "both lanes ran to their end"
     if fail == "function":
         assert "FAILED; its log" in done.stdout and "function: FAIL code 1 (stub)" in done.stdout
     else:
