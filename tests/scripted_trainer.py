@@ -25,7 +25,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +35,7 @@ import safetensors.numpy
 from trainer_tinygrad.config import ConfigError, read_config
 from trainer_tinygrad.datasets import DatasetCache
 from trainer_tinygrad.datasets.dataset import build_provenance
+from trainer_tinygrad.protocol import StopRequest
 
 EXIT_FINISHED, EXIT_FAILED, EXIT_INVALID_CONFIG, EXIT_CANCELLED = 0, 1, 2, 3
 
@@ -69,7 +69,7 @@ def write_checkpoint(path: Path, step: int, config: dict[str, Any], run_id: str,
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def train(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
+def train(args: argparse.Namespace, out: TextIO, stop: StopRequest) -> int:
     try:
         config = read_config(args.config)
     except ConfigError as e:
@@ -123,9 +123,13 @@ def train(args: argparse.Namespace, out: TextIO, stop: threading.Event) -> int:
 
 
 def main() -> int:
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop = StopRequest()  # a flag, not a threading.Event: see StopRequest
+
+    def request_stop(*_: object) -> None:
+        stop.requested = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     parser = argparse.ArgumentParser(prog="scripted_trainer")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("train")

@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 import traceback
 from pathlib import Path
 from types import FrameType
@@ -25,6 +24,7 @@ from trainer_tinygrad.protocol import (
     EXIT_FINISHED,
     EXIT_INVALID_CONFIG,
     EventWriter,
+    StopRequest,
     function_version,
     tinygrad_version,
 )
@@ -34,11 +34,12 @@ log = logging.getLogger("trainer_tinygrad")
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    stop = threading.Event()
+    stop = StopRequest()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        log.info("signal %d: stopping after the current step", signum)
-        stop.set()
+        if not stop.requested:
+            stop.requested = True
+            log.info("signal %d: stopping after the current step", signum)
 
     # First thing, before tinygrad is imported (seconds): a SIGTERM from then on is a clean cancel, never a kill.
     signal.signal(signal.SIGTERM, request_stop)
@@ -110,7 +111,7 @@ def _device(out: TextIO) -> int:
     return EXIT_FINISHED if report["ok"] else EXIT_FAILED
 
 
-def _train(args: argparse.Namespace, events: EventWriter, stop: threading.Event) -> int:
+def _train(args: argparse.Namespace, events: EventWriter, stop: StopRequest) -> int:
     try:
         config = read_config(args.config)
     except ConfigError as e:

@@ -18,6 +18,22 @@ EXIT_INVALID_CONFIG = 2
 EXIT_CANCELLED = 3
 
 
+class StopRequest:
+    """Whether SIGTERM or SIGINT asked the run to stop (it then ends after the current step, `cancelled`, exit 3).
+
+    A plain flag, set from the signal handler: a handler must take no lock. threading.Event.set takes one, and a second
+    signal whose handler runs while the first one's still holds it deadlocks the process (a scripted trainer in the
+    tests hung so, three SIGTERMs deep, after its server had been killed).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def is_set(self) -> bool:
+        """True once a stop was asked for."""
+        return self.requested
+
+
 def tinygrad_version() -> str:
     """The installed tinygrad's version, as reported in `started`, `device` and checkpoint metadata."""
     return _version("tinygrad")
