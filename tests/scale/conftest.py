@@ -17,10 +17,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from reference_server.executors.ray_host import TrainerHost
 from tooling.ray_local import LocalRayCluster, RayNode, on_loopback_only
 
-#: The Ray executor's actor class (reference_server/executors/ray_host.py) and the training function it starts.
-RUN_PROCESSES = ("ray::TrainerHost", "trainer_tinygrad")
+#: What a run leaves on a node: the Ray executor's actor (Ray titles its process `ray::<class>`) and its trainer.
+RUN_PROCESSES = (f"ray::{TrainerHost.__name__}", "trainer_tinygrad")
 
 
 @pytest.fixture(autouse=True)
