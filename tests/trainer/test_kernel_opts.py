@@ -19,17 +19,19 @@ def table_at(monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
     kernel_opts.table.cache_clear()
 
 
-def capture_mlp_step() -> dict[str, int]:
+def capture_mlp_step(dataset: str = "fashion-mnist") -> dict[str, int]:
     """Compile an mlp training step from nothing (tinygrad keeps compiled programs per process) under `applied`."""
     from tinygrad import Device
     from tinygrad.codegen import to_program_cache
     from trainer_tinygrad.config import resolve_config
+    from trainer_tinygrad.datasets.manifest import Manifest
     from trainer_tinygrad.steps import TrainStep
     from trainer_tinygrad.train import build_optimizer, initial_model
 
-    config = resolve_config({"model": "mlp", "batch_size": 128}, "fashion-mnist")
-    model = initial_model(config, (1, 28, 28), 10)
-    step = TrainStep(model, build_optimizer(config, model), 128, (1, 28, 28))
+    entry = Manifest.load().dataset(dataset)
+    config = resolve_config({"model": "mlp", "batch_size": 128}, dataset)
+    model = initial_model(config, entry.image_shape, entry.num_classes)
+    step = TrainStep(model, build_optimizer(config, model), 128, entry.image_shape)
     to_program_cache.clear()
     with kernel_opts.applied(Device.DEFAULT) as counts:
         step.capture()
@@ -44,10 +46,11 @@ def test_options_round_trip_through_json() -> None:
 
 
 @pytest.mark.slow
-def test_the_shipped_table_reaches_the_mlp_step_through_tinygrads_hook() -> None:
+@pytest.mark.parametrize("dataset", ["fashion-mnist", "cifar10"])  # 784 and 3,072 inputs: each shape tuned
+def test_the_shipped_table_reaches_the_mlp_step_through_tinygrads_hook(dataset: str) -> None:
     if not kernel_opts.table()["kernels"].get("CPU"):
         pytest.skip("no options shipped for the CPU")
-    counts = capture_mlp_step()
+    counts = capture_mlp_step(dataset)
     # The mlp's two big matmuls are in the table; the other kernels take tinygrad's heuristics, none is searched.
     assert counts["tuned"] >= 2, counts
     assert counts["heuristic"] > 10, counts

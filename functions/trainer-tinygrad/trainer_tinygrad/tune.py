@@ -1,11 +1,12 @@
 """`python -m trainer_tinygrad.tune`: BEAM-search the big kernels of the default steps and write `kernel_opts.json`.
 
-A developer's tool, run once per tinygrad version or CPU family (minutes: the convnet's largest kernels take one to
-three minutes each on one core). For every model and batch size asked for, it builds the real training step and
-evaluation (`steps`), and compiles them with BEAM on: kernels whose iteration space is at least `--min-size` points
-are searched, the result is timed at full size against tinygrad's own heuristics, and the faster options are kept;
-smaller kernels keep the heuristics (searching them gains microseconds and costs minutes). Runs read the table
-through `kernel_opts.applied()` and never search. Uses tinygrad's search internals: pinned tinygrad only.
+A developer's tool, run once per tinygrad version or CPU family, and once per image shape (`--dataset cifar10`;
+minutes: the convnet's largest kernels take one to three minutes each on one core). For every model and batch size
+asked for, it builds the real training step and evaluation (`steps`), and compiles them with BEAM on: kernels whose
+iteration space is at least `--min-size` points are searched, the result is timed at full size against tinygrad's own
+heuristics, and the faster options are kept; smaller kernels keep the heuristics (searching them gains microseconds
+and costs minutes). Runs read the table through `kernel_opts.applied()` and never search. Uses tinygrad's search
+internals: pinned tinygrad only.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tinygrad.helpers import Context
 
 from trainer_tinygrad import kernel_opts, step_cache
 from trainer_tinygrad.config import resolve_config
+from trainer_tinygrad.datasets.manifest import Manifest
 from trainer_tinygrad.protocol import tinygrad_version, utc_now
 from trainer_tinygrad.steps import Evaluator, TrainStep
 from trainer_tinygrad.train import build_optimizer, initial_model
@@ -74,22 +76,35 @@ def _time(s: Any, rawbufs: Any, var_vals: Any) -> float:
     return times[len(times) // 2]
 
 
+def _config_name(dataset: str, model: str, batch: int) -> str:
+    """`configs` names a tuned step `model/batch` for 28x28 grey images (MNIST and Fashion-MNIST share their kernels;
+    the name from before other shapes were tuned), else `dataset/model/batch`."""
+    grey = tuple(Manifest.load().dataset(dataset).image_shape) == (1, 28, 28)
+    return f"{model}/{batch}" if grey else f"{dataset}/{model}/{batch}"
+
+
 def _shape(s: Any) -> str:
     return "x".join(str(d) for d in s.full_shape)
 
 
-def tune(models: list[str], batches: list[int], beam: int, min_size: int) -> dict[str, Any]:
-    """Compile each (model, batch) step and the evaluation with the searcher in place; the kernels found."""
+def tune(
+    models: list[str], batches: list[int], beam: int, min_size: int, *, dataset: str = "fashion-mnist"
+) -> dict[str, Any]:
+    """Compile each (model, batch) step and the evaluation with the searcher in place; the kernels found.
+
+    Only the dataset's image shape and class count matter (the manifest's): MNIST and Fashion-MNIST share their kernels.
+    """
     from tinygrad.codegen.opt import search
 
     found: dict[str, Any] = {}
-    shape, classes = (1, 28, 28), 10
+    entry = Manifest.load().dataset(dataset)
+    shape, classes = tuple(entry.image_shape), entry.num_classes
     original = search.beam_search
     search.beam_search = searcher(min_size, found)
     try:
         for model_name in models:
             for batch in batches:
-                config = resolve_config({"model": model_name, "batch_size": batch}, "fashion-mnist")
+                config = resolve_config({"model": model_name, "batch_size": batch}, dataset)
                 model = initial_model(config, shape, classes)
                 optimizer = build_optimizer(config, model)
                 began = time.perf_counter()
@@ -109,13 +124,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m trainer_tinygrad.tune", description=__doc__)
     parser.add_argument("--model", action="append", choices=["mlp", "convnet"], help="default: both")
     parser.add_argument("--batch", action="append", type=int, help="training batch sizes (default: 128)")
+    parser.add_argument("--dataset", default="fashion-mnist", help="whose image shape (default fashion-mnist)")
     parser.add_argument("--beam", type=int, default=2, help="BEAM width (default 2)")
     parser.add_argument("--min-size", type=int, default=1 << 22, help="smallest iteration space searched")
     parser.add_argument("--replace", action="store_true", help="start a new table instead of merging")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     models, batches = args.model or ["mlp", "convnet"], args.batch or [128]
-    found = tune(models, batches, args.beam, args.min_size)
+    found = tune(models, batches, args.beam, args.min_size, dataset=args.dataset)
     device = Device.DEFAULT.split(":", maxsplit=1)[0]
     current = {} if args.replace else kernel_opts.table()
     kernels = {**current.get("kernels", {}).get(device, {}), **found}
@@ -126,7 +142,9 @@ def main(argv: list[str] | None = None) -> int:
         "tuned_at": utc_now(),
         "beam": args.beam,
         "min_size": args.min_size,
-        "configs": sorted({*current.get("configs", []), *(f"{m}/{b}" for m in models for b in batches)}),
+        "configs": sorted(
+            {*current.get("configs", []), *(_config_name(args.dataset, m, b) for m in models for b in batches)}
+        ),
         "kernels": {**current.get("kernels", {}), device: dict(sorted(kernels.items()))},
     }
     kernel_opts.TABLE.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
