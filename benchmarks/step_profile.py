@@ -1,6 +1,7 @@
 """Where one training step's time goes: kernels, kernel launches, host work; measured in a child process per model.
 
     python -m benchmarks.step_profile --model mlp [--batch 128] [--steps 200] [--variants] [--data-dir DIR]
+                                      [--dataset cifar10]
 
 Prints one JSON line. What it measures, on the training function's own compiled step (`trainer_tinygrad.steps`):
 - step: the step called as the trainer calls it and synchronized, median over `--steps` calls;
@@ -9,6 +10,9 @@ Prints one JSON line. What it measures, on the training function's own compiled 
 - dispatch: step less kernel time: the Python that launches each kernel (the function's prepared launch list;
   tinygrad's own executor in the variants);
 - host: drawing a batch (seeded generator, gather) and writing it into the input buffers, per step;
+- `--dataset`: whose image shape (default Fashion-MNIST). A dataset the cache does not hold (CIFAR-10 cannot be
+  downloaded here) is stood in for by seeded random images of its shape, and the result says so (`data`): a step's
+  kernels and their times do not depend on the pixels;
 - `--variants` (cheap for the mlp only): the same step through TinyJit's own call path (it re-checks every input)
   and through tinygrad's executor,
   the batch copied in the way the function did before (a tinygrad copy per buffer), several optimizer steps per JIT
@@ -35,6 +39,8 @@ from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
 from trainer_tinygrad.config import resolve_config
 from trainer_tinygrad.datasets import DatasetCache, load_dataset
+from trainer_tinygrad.datasets.dataset import Dataset
+from trainer_tinygrad.datasets.manifest import Manifest
 from trainer_tinygrad.models import preprocess
 from trainer_tinygrad.steps import Evaluator, Input, TrainStep, prepare
 from trainer_tinygrad.train import build_optimizer, initial_model
@@ -79,10 +85,26 @@ def kernel_times(fn: Callable[[], Any], calls: int) -> list[tuple[str, float, in
     ]
 
 
-def profile(model_name: str, batch: int, steps: int, variants: bool, data_dir: Path | None) -> dict[str, Any]:
+def random_images(dataset: str) -> Dataset:
+    """Seeded random uint8 images and labels of `dataset`'s shape (from the manifest): 2,048 to train, 1,000 to test."""
+    entry = Manifest.load().dataset(dataset)
+    rng = np.random.default_rng(0)
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        images = rng.integers(0, 256, (n, *entry.image_shape), dtype=np.uint8)
+        return images, rng.integers(0, entry.num_classes, n).astype(np.uint8)
+
+    (x_train, y_train), (x_test, y_test) = split(2048), split(1000)
+    return Dataset(dataset, x_train, y_train, x_test, y_test, entry.num_classes, entry.classes, {"random": True})
+
+
+def profile(
+    model_name: str, batch: int, steps: int, variants: bool, data_dir: Path | None, *, dataset: str = "fashion-mnist"
+) -> dict[str, Any]:
     """Everything above for one model; a JSON-able dict."""
-    data = load_dataset("fashion-mnist", DatasetCache(data_dir))
-    config = resolve_config({"model": model_name, "batch_size": batch}, "fashion-mnist")
+    cache = DatasetCache(data_dir)
+    data = load_dataset(dataset, cache) if cache.status(dataset).verified else random_images(dataset)
+    config = resolve_config({"model": model_name, "batch_size": batch}, dataset)
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     model = initial_model(config, shape, data.num_classes)
     optimizer = build_optimizer(config, model)
@@ -102,6 +124,8 @@ def profile(model_name: str, batch: int, steps: int, variants: bool, data_dir: P
     result: dict[str, Any] = {
         "event": "step_profile",
         "model": model_name,
+        "dataset": dataset,
+        "data": "random images of its shape" if data.provenance.get("random") else "the dataset",
         "batch": batch,
         "step_cache_hit": compiled["hit"],
         "step_s": step_s,
@@ -197,17 +221,18 @@ COLUMNS = [
 
 
 def benchmark(ws: Workspace) -> Report:
-    """The profile of one mlp step and one convnet step, with the shipped kernel options and without."""
+    """The profile of one mlp step and one convnet step (and, unless --quick, the CIFAR-10 convnet's), with the shipped
+    kernel options and without."""
     report = Report("profile", "Where a training step's time goes (tinygrad DEBUG=2 and timers)", COLUMNS)
     cache = ws.kernel_cache("profile-cache")
-    plan = [("mlp", 30 if ws.options.quick else 300)]
+    plan = [("mlp", "fashion-mnist", 30 if ws.options.quick else 300)]
     if not ws.options.quick:
-        plan.append(("convnet", 8))
+        plan += [("convnet", "fashion-mnist", 8), ("convnet", "cifar10", 5)]
     details: dict[str, Any] = {}
-    for model, steps in plan:
+    for model, dataset, steps in plan:
         for opts in ("on", "off"):
             argv = [ws.python, "-m", "benchmarks.step_profile", "--model", model, "--steps", str(steps)]
-            argv += ["--data-dir", str(ws.data_dir)]
+            argv += ["--data-dir", str(ws.data_dir), "--dataset", dataset]
             if model == "mlp" and opts == "on" and not ws.options.quick:
                 argv.append("--variants")
             run = run_child(argv, env=ws.env(CACHEDB=cache, TRAINER_KERNEL_OPTS="1" if opts == "on" else "0"))
@@ -216,10 +241,11 @@ def benchmark(ws: Workspace) -> Report:
                 report.status = "partial"
                 report.notes.append(f"{model}, kernel options {opts}: exit {run.returncode}: {run.stderr_tail[-300:]}")
                 continue
-            details[f"{model}_{opts}"] = found
+            name = model if dataset == "fashion-mnist" else f"{model} ({dataset}, {found['data']})"
+            details[f"{model}_{opts}" if dataset == "fashion-mnist" else f"{model}_{dataset}_{opts}"] = found
             top = found["top"][0]
             report.rows.append({
-                "model": model, "kernel_opts": opts, "step_ms": found["step_s"] * 1e3, "kernels": found["kernels"],
+                "model": name, "kernel_opts": opts, "step_ms": found["step_s"] * 1e3, "kernels": found["kernels"],
                 "kernel_ms": found["kernel_s"] * 1e3, "dispatch_ms": found["dispatch_s"] * 1e3,
                 "host_ms": found["host_s"] * 1e3, "samples_per_s": found["batch"] / (found["step_s"] + found["host_s"]),
                 "top": f"{top['name']}: {top['s'] * 1e3:.3g}, {top['share']:.0%}, {top['gflops']}",
@@ -253,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--variants", action="store_true")
     parser.add_argument("--data-dir", type=Path, help="dataset cache (default: the trainer's default)")
+    parser.add_argument("--dataset", default="fashion-mnist", help="whose images (default fashion-mnist)")
     args = parser.parse_args(argv)
-    print(json.dumps(profile(args.model, args.batch, args.steps, args.variants, args.data_dir)), flush=True)
+    found = profile(args.model, args.batch, args.steps, args.variants, args.data_dir, dataset=args.dataset)
+    print(json.dumps(found), flush=True)
     return 0
 
 
