@@ -10,7 +10,7 @@ Prints one JSON line. What it measures, on the training function's own compiled 
 - dispatch: step less kernel time: the Python that launches each kernel (the function's prepared launch list;
   tinygrad's own executor in the variants);
 - host: drawing a batch (seeded generator, gather) and writing it into the input buffers, per step;
-- `--dataset`: whose image shape (default Fashion-MNIST). A dataset the cache does not hold (CIFAR-10 cannot be
+- `--dataset`: whose images (default Fashion-MNIST). A dataset absent from the cache (CIFAR-10 cannot be
   downloaded here) is stood in for by seeded random images of its shape, and the result says so (`data`): a step's
   kernels and their times do not depend on the pixels;
 - `--variants` (cheap for the mlp only): the same step through TinyJit's own call path (it re-checks every input)
@@ -103,7 +103,7 @@ def profile(
 ) -> dict[str, Any]:
     """Everything above for one model; a JSON-able dict."""
     cache = DatasetCache(data_dir)
-    data = load_dataset(dataset, cache) if cache.status(dataset).verified else random_images(dataset)
+    data = load_dataset(dataset, cache) if cache.status(dataset).present else random_images(dataset)
     config = resolve_config({"model": model_name, "batch_size": batch}, dataset)
     shape = tuple(int(d) for d in data.x_train.shape[1:])
     model = initial_model(config, shape, data.num_classes)
