@@ -35,9 +35,7 @@ import safetensors.numpy
 from trainer_tinygrad.config import ConfigError, read_config
 from trainer_tinygrad.datasets import DatasetCache
 from trainer_tinygrad.datasets.dataset import build_provenance
-from trainer_tinygrad.protocol import StopRequest
-
-EXIT_FINISHED, EXIT_FAILED, EXIT_INVALID_CONFIG, EXIT_CANCELLED = 0, 1, 2, 3
+from trainer_tinygrad.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_FINISHED, EXIT_INVALID_CONFIG, StopRequest
 
 
 def now() -> str:
@@ -124,12 +122,8 @@ def train(args: argparse.Namespace, out: TextIO, stop: StopRequest) -> int:
 
 def main() -> int:
     stop = StopRequest()  # a flag, not a threading.Event: see StopRequest
-
-    def request_stop(*_: object) -> None:
-        stop.requested = True
-
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, lambda *_: stop.request())
+    signal.signal(signal.SIGINT, lambda *_: stop.request())
     parser = argparse.ArgumentParser(prog="scripted_trainer")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("train")

@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopRequest()
 
     def request_stop(signum: int, frame: FrameType | None) -> None:
-        if not stop.requested:
-            stop.requested = True
+        if stop.request():
             log.info("signal %d: stopping after the current step", signum)
 
     # First thing, before tinygrad is imported (seconds): a SIGTERM from then on is a clean cancel, never a kill.

@@ -29,6 +29,11 @@ class StopRequest:
     def __init__(self) -> None:
         self.requested = False
 
+    def request(self) -> bool:
+        """Ask for the stop (from a signal handler); True the first time only."""
+        first, self.requested = not self.requested, True
+        return first
+
     def is_set(self) -> bool:
         """True once a stop was asked for."""
         return self.requested
