@@ -76,11 +76,10 @@ def _time(s: Any, rawbufs: Any, var_vals: Any) -> float:
     return times[len(times) // 2]
 
 
-def _config_name(dataset: str, model: str, batch: int) -> str:
-    """`configs` names a tuned step `model/batch` for 28x28 grey images (MNIST and Fashion-MNIST share their kernels;
-    the name from before other shapes were tuned), else `dataset/model/batch`."""
-    grey = tuple(Manifest.load().dataset(dataset).image_shape) == (1, 28, 28)
-    return f"{model}/{batch}" if grey else f"{dataset}/{model}/{batch}"
+def _config_prefix(dataset: str) -> str:
+    """How `configs` names a tuned step: `model/batch` for 28x28 grey images (MNIST and Fashion-MNIST share their
+    kernels; the name from before other shapes were tuned), else `dataset/model/batch`."""
+    return "" if tuple(Manifest.load().dataset(dataset).image_shape) == (1, 28, 28) else f"{dataset}/"
 
 
 def _shape(s: Any) -> str:
@@ -134,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     found = tune(models, batches, args.beam, args.min_size, dataset=args.dataset)
     device = Device.DEFAULT.split(":", maxsplit=1)[0]
     current = {} if args.replace else kernel_opts.table()
+    prefix = _config_prefix(args.dataset)
     kernels = {**current.get("kernels", {}).get(device, {}), **found}
     document = {
         "about": "kernel options chosen by `python -m trainer_tinygrad.tune`; read by trainer_tinygrad.kernel_opts",
@@ -142,9 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         "tuned_at": utc_now(),
         "beam": args.beam,
         "min_size": args.min_size,
-        "configs": sorted(
-            {*current.get("configs", []), *(_config_name(args.dataset, m, b) for m in models for b in batches)}
-        ),
+        "configs": sorted({*current.get("configs", []), *(f"{prefix}{m}/{b}" for m in models for b in batches)}),
         "kernels": {**current.get("kernels", {}), device: dict(sorted(kernels.items()))},
     }
     kernel_opts.TABLE.write_text(json.dumps(document, indent=1) + "\n", encoding="utf-8")
