@@ -13,6 +13,8 @@ Prints one JSON line. What it measures, on the training function's own compiled 
 - `--dataset`: whose images (default Fashion-MNIST). A dataset absent from the cache (CIFAR-10 cannot be
   downloaded here) is stood in for by seeded random images of its shape, and the result says so (`data`): a step's
   kernels and their times do not depend on the pixels;
+- vector width: the fused multiply-adds in each big kernel's machine code, counted by width in float lanes
+  (`vector_width`), and the share of kernel time spent in kernels by their widest FMA;
 - `--variants` (cheap for the mlp only): the same step through TinyJit's own call path (it re-checks every input)
   and through tinygrad's executor,
   the batch copied in the way the function did before (a tinygrad copy per buffer), several optimizer steps per JIT
@@ -47,6 +49,7 @@ from trainer_tinygrad.train import build_optimizer, initial_model
 
 from benchmarks.measurements import run_child
 from benchmarks.results import Report
+from benchmarks.vector_width import fma_peak, step_lanes
 from benchmarks.workspace import Workspace
 
 KERNEL_LINE = re.compile(r"\*\*\* \S+\s+\d+\s+(\S+)\s+arg\s+\d+.*?tm\s+([\d.]+)(us|ms|s)/.*?\(\s*(\d+) GFLOPS")
@@ -121,6 +124,7 @@ def profile(
     step_s = timed(step, steps)
     kernels = kernel_times(step.via_tinygrad, max(5, min(20, steps // 10)))
     kernel_s = sum(t for _, t, _ in kernels)
+    lanes = step_lanes(step.jit.captured)
     result: dict[str, Any] = {
         "event": "step_profile",
         "model": model_name,
@@ -134,13 +138,24 @@ def profile(
         "dispatch_s": step_s - kernel_s,
         "host_s": timed(host, steps),
         "top": [
-            {"name": n, "s": t, "share": t / kernel_s, "gflops": g}
+            {"name": n, "s": t, "share": t / kernel_s, "gflops": g, "fma_lanes": _json_keys(lanes, n)}
             for n, t, g in sorted(kernels, key=lambda k: -k[1])[:8]
         ],
     }
+    if lanes is not None:
+        by_width: dict[int, float] = {}
+        for n, t, _ in kernels:
+            widest = max(lanes.get(n, {}), default=0)
+            by_width[widest] = by_width.get(widest, 0.0) + t / kernel_s
+        result["kernel_time_by_widest_fma"] = {str(k): v for k, v in sorted(by_width.items())}
     if variants:
         result["variants"] = _variants(step, model_name, shape, steps, data)
     return result
+
+
+def _json_keys(lanes: dict[str, dict[int, int]] | None, name: str) -> dict[str, int] | None:
+    """A kernel's FMA counts with the widths as JSON object keys; None when unknown."""
+    return None if lanes is None else {str(k): v for k, v in lanes.get(name, {}).items()}
 
 
 def _variants(step: TrainStep, model_name: str, shape: tuple[int, ...], steps: int, data: Any) -> dict[str, float]:
@@ -216,8 +231,18 @@ COLUMNS = [
     ("dispatch_ms", "launch + Python (ms)"),
     ("host_ms", "batch on host (ms)"),
     ("samples_per_s", "samples/s (step + batch)"),
-    ("top", "biggest kernel: ms, share, GFLOPS"),
+    ("top", "biggest kernel: ms, share, GFLOPS, FMA widths"),
 ]
+
+
+def lanes_text(counts: dict[str, int] | None) -> str:
+    """A kernel's FMA instructions by width, widest first: "16-lane x8, 8-lane x5"; "no FMA"; "" when unknown."""
+    if counts is None:
+        return ""
+    if not counts:
+        return "no FMA"
+    widths = sorted(((int(k), n) for k, n in counts.items()), reverse=True)
+    return ", ".join(f"{lanes}-lane x{n}" for lanes, n in widths)
 
 
 def benchmark(ws: Workspace) -> Report:
@@ -249,7 +274,8 @@ def benchmark(ws: Workspace) -> Report:
                 "model": name, "kernel_opts": opts, "step_ms": found["step_s"] * 1e3, "kernels": found["kernels"],
                 "kernel_ms": found["kernel_s"] * 1e3, "dispatch_ms": found["dispatch_s"] * 1e3,
                 "host_ms": found["host_s"] * 1e3, "samples_per_s": found["batch"] / (found["step_s"] + found["host_s"]),
-                "top": f"{top['name']}: {top['s'] * 1e3:.3g}, {top['share']:.0%}, {top['gflops']}",
+                "top": f"{top['name']}: {top['s'] * 1e3:.3g}, {top['share']:.0%}, {top['gflops']}"
+                + (f", {lanes}" if (lanes := lanes_text(top.get("fma_lanes"))) else ""),
             })  # fmt: skip
     if (variants := details.get("mlp_on", {}).get("variants")) is not None:
         ms = {k: v * 1e3 for k, v in variants.items()}
@@ -261,6 +287,22 @@ def benchmark(ws: Workspace) -> Report:
             "{steps_per_call_1_s:.3f}; fused optimizer {fused_optimizer_s:.3f} vs unfused {unfused_optimizer_s:.3f} "
             "(these two with tinygrad's executor and heuristics)".format(**ms)
         )
+    peak = fma_peak(2_000_000 if ws.options.quick else 20_000_000)
+    details["fma_peak_gflops"] = peak
+    if peak:
+        report.notes.append(
+            "one core's fused multiply-add ceiling here (`python -m benchmarks.vector_width`: independent FMAs "
+            "compiled by the clang tinygrad uses, -O2 -march=native): "
+            + ", ".join(f"{lanes} lanes {gflops:.0f} GFLOPS" for lanes, gflops in sorted(peak.items()))
+        )
+    for key, found in details.items():
+        if isinstance(found, dict) and (shares := found.get("kernel_time_by_widest_fma")):
+            report.notes.append(
+                f"{key}: kernel time by the widest FMA a kernel uses: "
+                + ", ".join(
+                    f"{f'{lanes}-lane' if lanes != '0' else 'no FMA'} {share:.0%}" for lanes, share in shares.items()
+                )
+            )
     report.notes += [
         "kernel time: each kernel's median over several steps under DEBUG=2 (run and timed on its own), summed; "
         "'launch + Python' is the step's wall time less that sum; 'batch on host' draws the seeded indices, gathers "

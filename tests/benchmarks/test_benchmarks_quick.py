@@ -104,6 +104,10 @@ def test_profile_quick_splits_an_mlp_step_into_kernels_launches_and_host_work(tm
         assert row["host_ms"] > 0 and row["samples_per_s"] > 0
     for key in ("mlp_on", "mlp_off"):
         assert doc["details"][key]["top"][0]["share"] > 0.2  # one of the two big matmuls dominates
+        # A matmul's machine code multiplies and adds: its FMAs were found and counted by width.
+        assert sum(doc["details"][key]["top"][0]["fma_lanes"].values()) > 0
+        assert abs(sum(doc["details"][key]["kernel_time_by_widest_fma"].values()) - 1) < 1e-6
+    assert set(doc["details"]["fma_peak_gflops"]) == {"4", "8", "16"}
 
 
 @needs_data
