@@ -6,10 +6,11 @@ The convnet's big kernels stopped getting faster at ~50-60 GFLOPS whatever their
 module says why with two measurements, so that the claim can be re-checked on another machine or tinygrad:
 
 - `fma_peak`: GFLOPS of a loop of independent fused multiply-adds, 4, 8 and 16 float lanes wide, compiled by the
-  same clang (`$CC`, default `clang`) with the same `-O2 -march=native` tinygrad uses: the ceiling of each width on
-  one core.
+  same clang (`$CC`, default `clang`) with the same `-O2 -march=native` tinygrad uses (and `-ffp-contract=fast`, so
+  that every multiply-add is one instruction): the ceiling of each width on one core.
 - `fma_lanes`: the FMA instructions in a compiled kernel's machine code, counted by width (`objdump -d`): 1 lane
-  (`ss`), 4 (`xmm`), 8 (`ymm`), 16 (`zmm`).
+  (`ss`), 4 (`xmm`), 8 (`ymm`), 16 (`zmm`). x86-64 only: on other CPUs no instruction matches and the counts are
+  empty.
 
 Written here rather than taken from a library: no Python package reports a compiled object's vector widths or a
 C loop's FMA throughput; `objdump` (binutils, which Debian's clang depends on) does the disassembly.
@@ -61,7 +62,7 @@ def fma_peak(iterations: int = 20_000_000) -> dict[int, float]:
     with tempfile.TemporaryDirectory() as tmp:
         binary = Path(tmp) / "peak"
         subprocess.run(
-            [compiler(), "-O2", "-march=native", "-x", "c", "-", "-o", str(binary)],
+            [compiler(), "-O2", "-march=native", "-ffp-contract=fast", "-x", "c", "-", "-o", str(binary)],
             input=PEAK_SOURCE.encode(), check=True, capture_output=True,
         )  # fmt: skip
         out = subprocess.run([str(binary), str(iterations)], check=True, capture_output=True, text=True).stdout
