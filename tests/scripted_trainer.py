@@ -28,14 +28,12 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-import numpy as np
-import safetensors.numpy
-from trainer_tinygrad.config import ConfigError, read_config
-from trainer_tinygrad.datasets import DatasetCache
-from trainer_tinygrad.datasets.dataset import build_provenance
 from trainer_tinygrad.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_FINISHED, EXIT_INVALID_CONFIG, StopRequest
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def now() -> str:
@@ -53,6 +51,9 @@ SHAPES = {"l1.weight": (128, 784), "l1.bias": (128,), "l2.weight": (10, 128), "l
 
 def write_checkpoint(path: Path, step: int, config: dict[str, Any], run_id: str, rng: np.random.Generator) -> str:
     """A safetensors checkpoint in the real layout (model., optim.m., optim.v.; about 1.2 MB); its sha256."""
+    import numpy as np
+    import safetensors.numpy
+
     arrays = {}
     for name, shape in SHAPES.items():
         for prefix in ("model.", "optim.m.", "optim.v."):
@@ -68,6 +69,14 @@ def write_checkpoint(path: Path, step: int, config: dict[str, Any], run_id: str,
 
 
 def train(args: argparse.Namespace, out: TextIO, stop: StopRequest) -> int:
+    # Imported here, not at the top: every server a test starts asks this program `device` once, and that answer
+    # needs none of them (0.25 s of imports a probe, ~35 probes a `make test`).
+    import numpy as np
+    import safetensors
+    from trainer_tinygrad.config import ConfigError, read_config
+    from trainer_tinygrad.datasets import DatasetCache
+    from trainer_tinygrad.datasets.dataset import build_provenance
+
     try:
         config = read_config(args.config)
     except ConfigError as e:
