@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from trainer_harness import run_trainer, spec
+from trainer_harness import Run, run_trainer, shared_run, spec
 
 pytestmark = pytest.mark.slow
 
 SHORT = {"steps": 20, "log_every": 5, "checkpoint_every": 10, "eval_samples": 200, "seed": 5}
+#: SHORT's first ten steps as a run of its own: its curve is the first three entries of SHORT's (metric 5, metric 10,
+#: checkpoint 10), which nothing in a run's first ten steps can tell apart from a longer run's.
+FIRST_TEN = {**SHORT, "steps": 10}
 
 
 def curve(events: list[dict[str, object]]) -> list[object]:
@@ -18,28 +22,42 @@ def curve(events: list[dict[str, object]]) -> list[object]:
     return [(e["event"], e.get("loss"), e.get("eval_loss")) for e in events if e["event"] in ("metric", "checkpoint")]
 
 
-def test_a_second_run_loads_its_steps_and_trains_bit_for_bit_like_the_first(data_dir: Path, tmp_path: Path) -> None:
-    env = {"TRAINER_STEP_CACHE": str(tmp_path / "steps")}
-    first = run_trainer(spec(**SHORT), tmp_path / "a", data_dir, env=env)
-    second = run_trainer(spec(**SHORT), tmp_path / "b", data_dir, env=env)
-    uncached = run_trainer(spec(**SHORT), tmp_path / "c", data_dir, env={"TRAINER_STEP_CACHE": "off"})
-    unjitted = run_trainer(spec(**SHORT), tmp_path / "d", data_dir, env={"JIT": "0"})  # tinygrad's debug mode
+@pytest.fixture(scope="session")
+def compiled_first(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """SHORT compiled from an empty step cache of its own (`<out>/../steps`), once per session: both tests below
+    start from it, and a compile is most of a run's cost."""
+
+    def start(folder: Path) -> Run:
+        return run_trainer(spec(**SHORT), folder / "a", data_dir, env={"TRAINER_STEP_CACHE": str(folder / "steps")})
+
+    return shared_run(tmp_path_factory.mktemp("steps"), "short-compiled", start)
+
+
+def test_a_second_run_loads_its_steps_and_trains_bit_for_bit_like_the_first(
+    compiled_first: Run, data_dir: Path, tmp_path: Path
+) -> None:
+    first, steps = compiled_first, compiled_first.out.parent / "steps"
+    second = run_trainer(spec(**SHORT), tmp_path / "b", data_dir, env={"TRAINER_STEP_CACHE": str(steps)})
+    uncached = run_trainer(spec(**FIRST_TEN), tmp_path / "c", data_dir, env={"TRAINER_STEP_CACHE": "off"})
+    unjitted = run_trainer(spec(**FIRST_TEN), tmp_path / "d", data_dir, env={"JIT": "0"})  # tinygrad's debug mode
     assert first.events[0]["step_cache_hit"] is False and second.events[0]["step_cache_hit"] is True
-    assert first.events[0]["step_cache"] == str(tmp_path / "steps") and uncached.events[0]["step_cache"] is None
-    assert len(list((tmp_path / "steps").glob("*.pkl"))) == 2  # the training step and the evaluation
-    assert curve(first.events) == curve(second.events) == curve(uncached.events) == curve(unjitted.events)
+    assert first.events[0]["step_cache"] == str(steps) and uncached.events[0]["step_cache"] is None
+    assert len(list(steps.glob("*.pkl"))) == 2  # the training step and the evaluation
+    assert curve(first.events) == curve(second.events)
     assert len(curve(first.events)) == 6
+    assert curve(first.events)[:3] == curve(uncached.events) == curve(unjitted.events)
 
 
 def test_a_cached_step_serves_any_learning_rate_and_an_unreadable_one_is_compiled_again(
-    data_dir: Path, tmp_path: Path
+    compiled_first: Run, data_dir: Path, tmp_path: Path
 ) -> None:
-    env = {"TRAINER_STEP_CACHE": str(tmp_path / "steps")}
-    first = run_trainer(spec(**SHORT), tmp_path / "a", data_dir, env=env)
+    first, steps = compiled_first, tmp_path / "steps"
+    shutil.copytree(compiled_first.out.parent / "steps", steps)  # a copy: the other test reads the original
+    env = {"TRAINER_STEP_CACHE": str(steps)}
     # The learning rate is an input of the cached step, not a constant inside it: another rate really applies.
     slow = run_trainer(spec(**SHORT, learning_rate=1e-5), tmp_path / "b", data_dir, env=env)
     assert slow.events[0]["step_cache_hit"] is True
-    for pickled in (tmp_path / "steps").glob("*.pkl"):
+    for pickled in steps.glob("*.pkl"):
         pickled.write_bytes(pickled.read_bytes()[:100])  # a truncated file, as a full disk could leave
     # Compiled afresh at 1e-5: the reference for the cached step's curve at that rate, too.
     fresh = run_trainer(spec(**SHORT, learning_rate=1e-5), tmp_path / "c", data_dir, env=env)
@@ -68,14 +86,17 @@ def test_batches_written_in_place_equal_the_preprocessed_images() -> None:
 def test_the_prepared_launch_list_computes_exactly_what_tinygrads_executor_does(model_name: str) -> None:
     from tinygrad import Tensor
     from trainer_tinygrad.config import resolve_config
-    from trainer_tinygrad.steps import TrainStep
+    from trainer_tinygrad.steps import EVAL_BATCH, Evaluator, TrainStep, prepare
     from trainer_tinygrad.train import build_optimizer, initial_model
 
-    batch = 16
-    config = resolve_config({"model": model_name, "batch_size": batch}, "fashion-mnist")
-    model = initial_model(config, (1, 28, 28), 10)
-    step = TrainStep(model, build_optimizer(config, model), batch, (1, 28, 28))
-    step.capture()
+    # The default run's step, as a run gets it: from the step cache that `make setup` (and `make test`'s background
+    # lane, before these tests) fills, or compiled here when that cache is cold.
+    config = resolve_config({"model": model_name}, "fashion-mnist")
+    batch, shape = int(config["batch_size"]), (1, 28, 28)
+    model = initial_model(config, shape, 10)
+    step = TrainStep(model, build_optimizer(config, model), batch, shape)
+    empty = np.zeros((EVAL_BATCH, *shape), np.uint8)
+    prepare(step, Evaluator(model, empty, np.zeros(EVAL_BATCH, np.uint8)), config, 10)
     rng = np.random.default_rng(1)
     batches = [(rng.integers(0, 256, (batch, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, batch)) for _ in range(3)]
     start = [t.numpy().copy() for t in step.state]
