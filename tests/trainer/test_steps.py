@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 SHORT = {"steps": 20, "log_every": 5, "checkpoint_every": 10, "eval_samples": 200, "seed": 5}
 #: SHORT's first ten steps as a run of its own: its curve is the first three entries of SHORT's (metric 5, metric 10,
-#: checkpoint 10), which nothing in a run's first ten steps can tell apart from a longer run's.
+#: checkpoint 10): no schedule or draw in a run's first ten steps depends on how many follow.
 FIRST_TEN = {**SHORT, "steps": 10}
 
 
@@ -38,14 +38,15 @@ def test_a_second_run_loads_its_steps_and_trains_bit_for_bit_like_the_first(
 ) -> None:
     first, steps = compiled_first, compiled_first.out.parent / "steps"
     second = run_trainer(spec(**SHORT), tmp_path / "b", data_dir, env={"TRAINER_STEP_CACHE": str(steps)})
-    uncached = run_trainer(spec(**FIRST_TEN), tmp_path / "c", data_dir, env={"TRAINER_STEP_CACHE": "off"})
-    unjitted = run_trainer(spec(**FIRST_TEN), tmp_path / "d", data_dir, env={"JIT": "0"})  # tinygrad's debug mode
+    # Op by op (tinygrad's debug mode), with the step cache switched off: no compiled step at all, the same curve.
+    # (`first` is the run that compiled its steps without loading any.)
+    unjitted = run_trainer(spec(**FIRST_TEN), tmp_path / "d", data_dir, env={"JIT": "0", "TRAINER_STEP_CACHE": "off"})
     assert first.events[0]["step_cache_hit"] is False and second.events[0]["step_cache_hit"] is True
-    assert first.events[0]["step_cache"] == str(steps) and uncached.events[0]["step_cache"] is None
+    assert first.events[0]["step_cache"] == str(steps) and unjitted.events[0]["step_cache"] is None
     assert len(list(steps.glob("*.pkl"))) == 2  # the training step and the evaluation
     assert curve(first.events) == curve(second.events)
     assert len(curve(first.events)) == 6
-    assert curve(first.events)[:3] == curve(uncached.events) == curve(unjitted.events)
+    assert curve(first.events)[:3] == curve(unjitted.events)
 
 
 def test_a_cached_step_serves_any_learning_rate_and_an_unreadable_one_is_compiled_again(
