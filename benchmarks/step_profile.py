@@ -296,7 +296,7 @@ def benchmark(ws: Workspace) -> Report:
             + ", ".join(f"{lanes} lanes {gflops:.0f} GFLOPS" for lanes, gflops in sorted(peak.items()))
         )
     for key, found in details.items():
-        if isinstance(found, dict) and (shares := found.get("kernel_time_by_widest_fma")):
+        if shares := found.get("kernel_time_by_widest_fma"):
             report.notes.append(
                 f"{key}: kernel time by the widest FMA a kernel uses: "
                 + ", ".join(

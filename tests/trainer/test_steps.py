@@ -86,18 +86,12 @@ def test_batches_written_in_place_equal_the_preprocessed_images() -> None:
 @pytest.mark.parametrize("model_name", ["mlp", "convnet"])
 def test_the_prepared_launch_list_computes_exactly_what_tinygrads_executor_does(model_name: str) -> None:
     from tinygrad import Tensor
-    from trainer_tinygrad.config import resolve_config
-    from trainer_tinygrad.steps import EVAL_BATCH, Evaluator, TrainStep, prepare
-    from trainer_tinygrad.train import build_optimizer, initial_model
+    from trainer_tinygrad.warm import prepared
 
     # The default run's step, as a run gets it: from the step cache that `make setup` (and `make test`'s background
     # lane, before these tests) fills, or compiled here when that cache is cold.
-    config = resolve_config({"model": model_name}, "fashion-mnist")
-    batch, shape = int(config["batch_size"]), (1, 28, 28)
-    model = initial_model(config, shape, 10)
-    step = TrainStep(model, build_optimizer(config, model), batch, shape)
-    empty = np.zeros((EVAL_BATCH, *shape), np.uint8)
-    prepare(step, Evaluator(model, empty, np.zeros(EVAL_BATCH, np.uint8)), config, 10)
+    step, _ = prepared(model_name)
+    batch = int(step.x.tensor.shape[0])
     rng = np.random.default_rng(1)
     batches = [(rng.integers(0, 256, (batch, 1, 28, 28), dtype=np.uint8), rng.integers(0, 10, batch)) for _ in range(3)]
     start = [t.numpy().copy() for t in step.state]

@@ -23,14 +23,20 @@ log = logging.getLogger("trainer_tinygrad.warm")
 SHAPE, CLASSES = (1, 28, 28), 10
 
 
-def warm(model_name: str) -> dict[str, object]:
-    """Load or compile the default config's training step and full-test-set evaluation for `model_name`."""
+def prepared(model_name: str) -> tuple[TrainStep, dict[str, object]]:
+    """The default config's training step for `model_name`, with its full-test-set evaluation loaded from the step
+    cache or compiled into it; and what `prepare` did."""
     config = resolve_config({"model": model_name}, "fashion-mnist")
     model = initial_model(config, SHAPE, CLASSES)
     optimizer = build_optimizer(config, model)
     step = TrainStep(model, optimizer, int(config["batch_size"]), SHAPE)
     evaluator = Evaluator(model, np.zeros((EVAL_BATCH, *SHAPE), np.uint8), np.zeros(EVAL_BATCH, np.uint8))
-    return prepare(step, evaluator, config, CLASSES)
+    return step, prepare(step, evaluator, config, CLASSES)
+
+
+def warm(model_name: str) -> dict[str, object]:
+    """Load or compile the default config's training step and full-test-set evaluation for `model_name`."""
+    return prepared(model_name)[1]
 
 
 def main(argv: list[str] | None = None) -> int:
