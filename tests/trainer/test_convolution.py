@@ -1,6 +1,6 @@
-"""The convolution with a hand-written backward computes what tinygrad's own autograd computes: outputs and both
-gradients, for every kernel size and padding the models use, from random inputs (a wrong identity would be off by
-far more than float rounding)."""
+"""The convolution with a hand-written backward, and the hand-written C kernels (output channels a multiple of 16 on
+the CPU), compute what tinygrad's own autograd computes: outputs and both gradients, for every kernel size and padding
+the models use, from random inputs (a wrong identity or index would be off by far more than float rounding)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,27 @@ import numpy as np
 import pytest
 from tinygrad import Tensor, nn
 from tinygrad.helpers import Context
+from tinygrad.uop.ops import Ops
+from trainer_tinygrad import convolution_kernels
 from trainer_tinygrad.convolution import Conv2d
 
 
 @pytest.mark.parametrize(
     ("c_in", "c_out", "kernel", "padding", "size"),
-    [(1, 8, 5, 0, 12), (6, 4, 5, 0, 11), (5, 7, 3, 0, 9), (3, 6, 3, 1, 8), (4, 4, 3, 2, 7)],
+    [
+        (1, 8, 5, 0, 12),
+        (6, 4, 5, 0, 11),
+        (5, 7, 3, 0, 9),
+        (3, 6, 3, 1, 8),
+        (4, 4, 3, 2, 7),
+        # the C kernels: two vectors of output channels, one, and 48 (one-vector tiles); input gradients in C
+        # (16 and 32 input channels) and not (1 and 3); rows split into full and last tiles (13 and 17 columns)
+        (16, 32, 5, 0, 12),
+        (32, 16, 3, 1, 9),
+        (1, 32, 5, 0, 17),
+        (3, 48, 3, 1, 11),
+        (32, 64, 3, 0, 15),
+    ],
 )
 def test_output_and_gradients_equal_tinygrads_autograd(
     c_in: int, c_out: int, kernel: int, padding: int, size: int
@@ -42,3 +57,27 @@ def test_output_and_gradients_equal_tinygrads_autograd(
 def test_padding_as_wide_as_the_kernel_is_refused() -> None:
     with pytest.raises(ValueError, match="padding 3 for a 3x3 kernel"):
         Conv2d(2, 2, 3, padding=3)
+
+
+def _hand_kernels(out: Tensor) -> int:
+    return sum(u.op is Ops.CUSTOM for u in out.uop.toposort(enter_calls=True))
+
+
+def test_the_c_kernels_run_where_they_apply_and_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    x = Tensor.ones(2, 16, 9, 9)
+    with Context(TRAINING=1):
+        layer = Conv2d(16, 32, 3)
+        out = layer(x)
+        assert _hand_kernels(out) == 1
+        grad_x, grad_w = out.sum().gradient(x, layer.weight)
+        assert _hand_kernels(grad_x) == 1 and _hand_kernels(grad_w) == 1
+        assert _hand_kernels(Conv2d(16, 8, 3)(x)) == 0  # 8 output channels: not a whole vector
+        monkeypatch.setenv(convolution_kernels.ENV, "0")
+        assert _hand_kernels(layer(x)) == 0
+
+
+def test_tiles_cover_a_row_in_full_tiles_and_one_last() -> None:
+    assert convolution_kernels._split(20, 12) == (10, 0)
+    assert convolution_kernels._split(32, 12) == (11, 10)
+    assert convolution_kernels._split(5, 2) == (2, 1)
+    assert convolution_kernels._split(3, 24) == (3, 0)

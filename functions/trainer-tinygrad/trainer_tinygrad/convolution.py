@@ -1,6 +1,10 @@
 """`Conv2d`: tinygrad's `nn.Conv2d` (same weights, same state-dict names, same values) with a backward pass written
 as two more forward convolutions, which tinygrad's CPU code generator compiles far better than its own.
 
+On the CPU, where the output channels are a multiple of 16 (every convolution of both convnets), all three run as
+the hand-written C kernels of `convolution_kernels.py` instead (3.8x faster again: BENCHMARKS.md, section 1d); what
+follows is the path for every other device and shape.
+
 Why: in tinygrad 0.14 autograd differentiates a convolution through its sliding-window view, and the kernels that
 come out are slow here. For the convnet's second convolution (32 -> 32 channels, 5x5, batch 128) the input gradient
 ran over a 6x6 window at 16-22 GFLOPS and the weight gradient at 23, 72% of a training step (BENCHMARKS.md,
@@ -29,6 +33,8 @@ from tinygrad import Tensor, nn
 from tinygrad.function import function
 from tinygrad.uop.ops import UOp
 
+from trainer_tinygrad import convolution_kernels
+
 
 class Conv2d(nn.Conv2d):
     """A stride-1 `nn.Conv2d` whose backward pass is two forward convolutions (see the module's docstring)."""
@@ -40,7 +46,10 @@ class Conv2d(nn.Conv2d):
         self.pad = padding
 
     def __call__(self, x: Tensor) -> Tensor:
-        out = _convolution(self.pad)(x, self.weight)
+        if self.weight.shape[0] % convolution_kernels.LANES == 0 and convolution_kernels.supported(x.device):
+            out = convolution_kernels.conv2d(x, self.weight, self.pad)
+        else:
+            out = _convolution(self.pad)(x, self.weight)
         if self.bias is not None:
             out = out + self.bias.reshape(1, -1, 1, 1)
         return out.contiguous()

@@ -29,7 +29,7 @@ from tinygrad.helpers import JIT, Context
 from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
-from trainer_tinygrad import checkpoints, kernel_opts, step_cache
+from trainer_tinygrad import checkpoints, convolution_kernels, kernel_opts, step_cache
 from trainer_tinygrad.models import Model, preprocess
 from trainer_tinygrad.protocol import tinygrad_version
 
@@ -249,6 +249,7 @@ def prepare(step: TrainStep, evaluator: Evaluator, config: Mapping[str, Any], cl
         "input": list(step.x.tensor.shape[1:]),
         "classes": classes,
         "kernel_opts": kernel_opts.digest(),
+        "conv_kernels": convolution_kernels.enabled(),
         "code": _code_digest(),
     }
     names = {
@@ -290,6 +291,6 @@ def _code_digest() -> str:
     """The source of what a step computes: a change to a model or a step invalidates every cached step."""
     here = Path(__file__).parent
     digest = hashlib.sha256()
-    for name in ("models.py", "convolution.py", "steps.py"):
+    for name in ("models.py", "convolution.py", "convolution_kernels.py", "steps.py"):
         digest.update((here / name).read_bytes())
     return digest.hexdigest()[:16]
