@@ -4,6 +4,12 @@ the models use, from random inputs (a wrong identity or index would be off by fa
 
 from __future__ import annotations
 
+import ctypes
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 from tinygrad import Tensor, nn
@@ -81,3 +87,60 @@ def test_tiles_cover_a_row_in_full_tiles_and_one_last() -> None:
     assert convolution_kernels._split(32, 12) == (11, 10)
     assert convolution_kernels._split(5, 2) == (2, 1)
     assert convolution_kernels._split(3, 24) == (3, 0)
+
+
+def _cpu_has(flag: str) -> bool:
+    cpuinfo = Path("/proc/cpuinfo")
+    return cpuinfo.is_file() and flag in cpuinfo.read_text(encoding="utf-8").split()
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64" or shutil.which("clang") is None, reason="x86-64 and clang")
+@pytest.mark.parametrize(("march", "flag"), [("x86-64-v4", "avx512f"), ("x86-64-v3", "avx2"), ("x86-64", "sse2")])
+def test_every_x86_targets_c_computes_the_convolution(march: str, flag: str, tmp_path: Path) -> None:
+    """The C of each preprocessor branch (AVX-512, AVX, plain SSE), compiled alone and run on numpy arrays."""
+    if not _cpu_has(flag):
+        pytest.skip(f"this CPU has no {flag}")
+    shape = convolution_kernels.Shape(n=2, c_in=16, c_out=48, h=9, w=16, k=3)  # 14 columns: a full and a last tile
+    sources = {
+        "forward": convolution_kernels.forward_source(shape),
+        "weight_gradient": convolution_kernels.weight_gradient_source(shape),
+    }
+    c = "".join(
+        f"void {name}(float* restrict o, const float* restrict a, const float* restrict b) "
+        + source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b")
+        for name, source in sources.items()
+    )
+    (tmp_path / "k.c").write_text(c, encoding="utf-8")
+    library = tmp_path / "k.so"
+    subprocess.run(
+        ["clang", "-O2", f"-march={march}", "-shared", "-fPIC", "-o", str(library), str(tmp_path / "k.c")], check=True
+    )
+    kernels = ctypes.CDLL(str(library))
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((shape.n, shape.c_in, shape.h, shape.w)).astype(np.float32)
+    w = rng.standard_normal((shape.c_out, shape.c_in, shape.k, shape.k)).astype(np.float32)
+    g = rng.standard_normal((shape.n, shape.c_out, shape.oh, shape.ow)).astype(np.float32)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (shape.k, shape.k), axis=(2, 3))  # n ci oy ox ky kx
+
+    def call(name: str, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        arrays = [np.ascontiguousarray(t, dtype=np.float32) for t in (out, a, b)]
+        getattr(kernels, name)(*(t.ctypes.data_as(ctypes.c_void_p) for t in arrays))
+        return arrays[0]
+
+    out = call("forward", np.zeros((shape.n, shape.c_out, shape.oh, shape.ow)), x, w.transpose(1, 2, 3, 0))
+    np.testing.assert_allclose(out, np.einsum("ncyxij,ocij->noyx", windows, w), rtol=1e-4, atol=1e-4)
+    taps = call("weight_gradient", np.zeros((shape.c_in, shape.k, shape.k, shape.c_out)), x, g.transpose(0, 2, 3, 1))
+    expected = np.einsum("noyx,ncyxij->cijo", g, windows)
+    np.testing.assert_allclose(taps, expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.skipif(shutil.which("clang") is None, reason="clang")
+def test_the_arm64_branch_compiles(tmp_path: Path) -> None:
+    source = convolution_kernels.forward_source(convolution_kernels.Shape(n=1, c_in=16, c_out=32, h=8, w=8, k=3))
+    body = source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b")
+    (tmp_path / "k.c").write_text(f"void forward(float* o, const float* a, const float* b) {body}", encoding="utf-8")
+    subprocess.run(
+        ["clang", "--target=aarch64-linux-gnu", "-O2", "-ffreestanding", "-c", "-o", str(tmp_path / "k.o"),
+         str(tmp_path / "k.c")],
+        check=True,
+    )  # fmt: skip

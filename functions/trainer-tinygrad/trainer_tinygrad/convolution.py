@@ -46,7 +46,7 @@ class Conv2d(nn.Conv2d):
         self.pad = padding
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.weight.shape[0] % convolution_kernels.LANES == 0 and convolution_kernels.supported(x.device):
+        if convolution_kernels.applies(x, self.weight):
             out = convolution_kernels.conv2d(x, self.weight, self.pad)
         else:
             out = _convolution(self.pad)(x, self.weight)

@@ -4,11 +4,12 @@ Why by hand: tinygrad 0.14's CPU code generator scalarizes arithmetic and loads 
 turns its convolution kernels into 4-lane FMAs at best, ~50 GFLOPS against a ceiling of ~227 for 16 lanes on one
 core here; no kernel option, compiler flag or clang version widened them (BENCHMARKS.md, Profile: "the width of their
 vectors"). No library that tinygrad can call does a convolution, so these kernels are written here, in plain C with
-clang's vector extension (`ext_vector_type(16)`: one vector per 16 output channels, whatever the target CPU's
-width), and handed to tinygrad as custom kernels (`Tensor.custom_kernel`, a kernel whose body is one C block): tinygrad
-still schedules, compiles, caches and JIT-captures them like its own kernels.
+clang's vector extension (`ext_vector_type`, a vector of output channels), and handed to tinygrad as custom kernels
+(`Tensor.custom_kernel`, a kernel whose body is one C block): tinygrad still schedules, compiles, caches and
+JIT-captures them like its own kernels. Each kernel holds one branch per vector width (`TARGETS`: 16 floats with
+AVX-512, 8 with AVX, 4 otherwise), and the C preprocessor keeps the one for the CPU tinygrad compiles for.
 
-The shape of each kernel (what stays in registers):
+The shape of each kernel (what stays in registers; figures for AVX-512):
 
 - forward `out[n][co][y][x] = sum over ci, ky, kx of x[n][ci][y+ky][x+kx] * w[co][ci][ky][kx]`: a tile is up to 32
   output channels (two vectors) by up to 12 output columns of one row, 24 accumulators; per weight vector pair, every
@@ -29,6 +30,7 @@ The outputs and gradients are tested against tinygrad's own autograd (tests/trai
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
@@ -39,9 +41,8 @@ from tinygrad.uop.ops import KernelInfo, Ops, UOp
 
 #: Set to 0 to use tinygrad's own convolution kernels everywhere.
 ENV = "TRAINER_CONV_KERNELS"
+#: The channel counts the kernels vectorize are multiples of this (the widest vector, AVX-512's 16 floats).
 LANES = 16
-#: Accumulator vectors per tile: x86-64 with AVX-512 has 32 vector registers, and the weights and inputs need a few.
-ACCUMULATORS = 24
 
 
 def enabled() -> bool:
@@ -52,6 +53,12 @@ def enabled() -> bool:
 def supported(device: str | tuple[str, ...] | None) -> bool:
     """Whether tinygrad renders C for `device`'s kernels (the CPU's default renderer), so a C block can be one."""
     return enabled() and isinstance(device, str) and isinstance(Device[device].renderer, ClangRenderer)
+
+
+def applies(x: Tensor, weight: Tensor) -> bool:
+    """Whether `conv2d` takes these: C rendered for the device, float32, output channels a multiple of 16."""
+    float32 = x.dtype == dtypes.float32 and weight.dtype == dtypes.float32
+    return float32 and int(weight.shape[0]) % LANES == 0 and supported(x.device)
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,9 @@ class Shape:
         return self.w - self.k + 1
 
     @property
-    def vectors(self) -> int:
-        """Vectors of output channels per tile: two where they come in pairs (32 channels), else one."""
-        return 2 if self.c_out % (2 * LANES) == 0 else 1
+    def flops(self) -> int:
+        """The multiplies and adds of the forward kernel (the weight gradient does as many)."""
+        return 2 * self.n * self.c_in * self.c_out * self.oh * self.ow * self.k * self.k
 
     @property
     def name(self) -> str:
@@ -123,6 +130,14 @@ def _backward(grad: UOp, call: UOp) -> tuple[None, UOp, UOp]:
     return None, grad_x.uop, grad_taps.uop
 
 
+def kernel_flops(name: str) -> int | None:
+    """The multiplies and adds of one of these kernels, from its name; None for any other kernel.
+
+    tinygrad counts no operations in a C block (its DEBUG=2 lines say 0 GFLOPS), so the profile asks here."""
+    found = re.fullmatch(r"conv_(?:forward|weight_gradient)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)_(\d+)", name)
+    return Shape(*(int(d) for d in found.groups())).flops if found else None
+
+
 @cache
 def _kernel(source: str) -> Callable[..., UOp]:
     """The custom kernel whose whole body is `source`, a C block reading its buffers as `OUT`, `A` and `B`."""
@@ -140,9 +155,23 @@ def _kernel(source: str) -> Callable[..., UOp]:
     return fxn
 
 
-_VECTORS = """typedef float v16 __attribute__((ext_vector_type(16)));
-typedef float v16u __attribute__((ext_vector_type(16), aligned(4)));
-"""
+#: (the C macro that picks it, float lanes per vector, accumulator vectors per tile), first match wins: AVX-512 has 32
+#: vector registers of 16 floats, AVX 16 of 8, ARM64's NEON 32 of 4, SSE 16 of 4; the weights and inputs need the
+#: registers the accumulators leave. clang compiles a vector wider than the machine's as several, so a wrong guess
+#: costs speed, never correctness (tested by compiling all four for x86-64, tests/trainer/test_convolution.py).
+TARGETS = (("__AVX512F__", 16, 24), ("__AVX__", 8, 12), ("__aarch64__", 4, 24), ("", 4, 12))
+
+
+def _for_each_target(kernel: Callable[[int, int], str]) -> str:
+    """`kernel(lanes, accumulators)` for every target, chosen by the C preprocessor when tinygrad compiles it."""
+    branches = []
+    for i, (macro, lanes, accumulators) in enumerate(TARGETS):
+        head = "#else" if not macro else f"#{'el' if i else ''}if defined({macro})"
+        branches.append(f"""{head}
+typedef float vec __attribute__((ext_vector_type({lanes})));
+typedef float vecu __attribute__((ext_vector_type({lanes}), aligned(4)));
+{kernel(lanes, accumulators)}""")
+    return "\n".join(branches) + "#endif\n"
 
 
 def _split(length: int, most: int) -> tuple[int, int]:
@@ -155,25 +184,27 @@ def _split(length: int, most: int) -> tuple[int, int]:
 def forward_source(shape: Shape) -> str:
     """C for `out[n][c_out][oh][ow]` from `x[n][c_in][h][w]` and taps `[c_in][k][k][c_out]` (see the module doc)."""
     c_in, c_out, h, w, k, oh, ow = shape.c_in, shape.c_out, shape.h, shape.w, shape.k, shape.oh, shape.ow
-    vectors = shape.vectors
-    width, rest = _split(ow, ACCUMULATORS // vectors)
 
-    def tile(cols: int) -> str:
-        return f"""{{
-  v16 acc[{vectors}][{cols}];
+    def kernel(lanes: int, accumulators: int) -> str:
+        vectors = 2 if c_out % (2 * lanes) == 0 else 1
+        width, rest = _split(ow, accumulators // vectors)
+
+        def tile(cols: int) -> str:
+            return f"""{{
+  vec acc[{vectors}][{cols}];
   #pragma unroll
   for (int c = 0; c < {vectors}; c++)
     #pragma unroll
-    for (int t = 0; t < {cols}; t++) acc[c][t] = (v16)0.0f;
+    for (int t = 0; t < {cols}; t++) acc[c][t] = (vec)0.0f;
   for (int ci = 0; ci < {c_in}; ci++)
     for (int ky = 0; ky < {k}; ky++) {{
       const float* xr = x + ((n * {c_in} + ci) * {h} + oy + ky) * {w} + ox0;
-      const float* wr = wt + (ci * {k} + ky) * {k * c_out} + cb * {vectors * LANES};
+      const float* wr = wt + (ci * {k} + ky) * {k * c_out} + cb * {vectors * lanes};
       #pragma unroll
       for (int kx = 0; kx < {k}; kx++) {{
-        v16 wv[{vectors}];
+        vec wv[{vectors}];
         #pragma unroll
-        for (int c = 0; c < {vectors}; c++) wv[c] = *(const v16u*)(wr + kx * {c_out} + c * {LANES});
+        for (int c = 0; c < {vectors}; c++) wv[c] = *(const vecu*)(wr + kx * {c_out} + c * {lanes});
         #pragma unroll
         for (int t = 0; t < {cols}; t++) {{
           float xv = xr[kx + t];
@@ -187,52 +218,56 @@ def forward_source(shape: Shape) -> str:
     #pragma unroll
     for (int t = 0; t < {cols}; t++)
       #pragma unroll
-      for (int l = 0; l < {LANES}; l++)
-        out[((n * {c_out} + cb * {vectors * LANES} + c * {LANES} + l) * {oh} + oy) * {ow} + ox0 + t] = acc[c][t][l];
+      for (int l = 0; l < {lanes}; l++)
+        out[((n * {c_out} + cb * {vectors * lanes} + c * {lanes} + l) * {oh} + oy) * {ow} + ox0 + t] = acc[c][t][l];
 }}
 """
 
-    last = f"{{ const int ox0 = {ow - rest};\n{tile(rest)}}}\n" if rest else ""
-    return f"""/* forward_{shape.name} */
-{{
-{_VECTORS}float* restrict out = @OUT@;
-const float* restrict x = @A@;
-const float* restrict wt = @B@;
-for (int n = 0; n < {shape.n}; n++)
-  for (int cb = 0; cb < {c_out // (vectors * LANES)}; cb++)
+        last = f"{{ const int ox0 = {ow - rest};\n{tile(rest)}}}\n" if rest else ""
+        return f"""for (int n = 0; n < {shape.n}; n++)
+  for (int cb = 0; cb < {c_out // (vectors * lanes)}; cb++)
     for (int oy = 0; oy < {oh}; oy++) {{
       for (int ox0 = 0; ox0 + {width} <= {ow}; ox0 += {width})
 {tile(width)}{last}    }}
-}}
+"""
+
+    return f"""/* forward_{shape.name} */
+{{
+float* restrict out = @OUT@;
+const float* restrict x = @A@;
+const float* restrict wt = @B@;
+{_for_each_target(kernel)}}}
 """
 
 
 def weight_gradient_source(shape: Shape) -> str:
     """C for the taps' gradient `[c_in][k][k][c_out]` from `x[n][c_in][h][w]` and `g[n][oh][ow][c_out]`."""
     c_in, c_out, h, w, k, oh, ow = shape.c_in, shape.c_out, shape.h, shape.w, shape.k, shape.oh, shape.ow
-    vectors = shape.vectors
-    rows, rest = _split(k, max(1, ACCUMULATORS // (k * vectors)))
 
-    def tile(count: int) -> str:
-        # The first image starts the sums (a zeroing loop could become a memset call, which a freestanding
-        # kernel cannot make).
-        return f"""{{
-  v16 acc[{count}][{k}][{vectors}];
-  float* dr = dw + (ci * {k} + ky0) * {k * c_out} + cb * {vectors * LANES};
+    def kernel(lanes: int, accumulators: int) -> str:
+        vectors = 2 if c_out % (2 * lanes) == 0 else 1
+        rows, rest = _split(k, max(1, accumulators // (k * vectors)))
+
+        def tile(count: int) -> str:
+            # The first image starts the sums (a zeroing loop could become a memset call, which a freestanding
+            # kernel cannot make).
+            return f"""{{
+  vec acc[{count}][{k}][{vectors}];
+  float* dr = dw + (ci * {k} + ky0) * {k * c_out} + cb * {vectors * lanes};
   #pragma unroll
   for (int r = 0; r < {count}; r++)
     #pragma unroll
     for (int kx = 0; kx < {k}; kx++)
       #pragma unroll
       for (int c = 0; c < {vectors}; c++)
-        acc[r][kx][c] = n == 0 ? (v16)0.0f : *(v16u*)(dr + (r * {k} + kx) * {c_out} + c * {LANES});
+        acc[r][kx][c] = n == 0 ? (vec)0.0f : *(vecu*)(dr + (r * {k} + kx) * {c_out} + c * {lanes});
   for (int oy = 0; oy < {oh}; oy++) {{
     const float* xr = x + ((n * {c_in} + ci) * {h} + oy + ky0) * {w};
-    const float* gr = g + (n * {oh} + oy) * {ow * c_out} + cb * {vectors * LANES};
+    const float* gr = g + (n * {oh} + oy) * {ow * c_out} + cb * {vectors * lanes};
     for (int ox = 0; ox < {ow}; ox++) {{
-      v16 gv[{vectors}];
+      vec gv[{vectors}];
       #pragma unroll
-      for (int c = 0; c < {vectors}; c++) gv[c] = *(const v16u*)(gr + ox * {c_out} + c * {LANES});
+      for (int c = 0; c < {vectors}; c++) gv[c] = *(const vecu*)(gr + ox * {c_out} + c * {lanes});
       #pragma unroll
       for (int r = 0; r < {count}; r++)
         #pragma unroll
@@ -248,20 +283,22 @@ def weight_gradient_source(shape: Shape) -> str:
     #pragma unroll
     for (int kx = 0; kx < {k}; kx++)
       #pragma unroll
-      for (int c = 0; c < {vectors}; c++) *(v16u*)(dr + (r * {k} + kx) * {c_out} + c * {LANES}) = acc[r][kx][c];
+      for (int c = 0; c < {vectors}; c++) *(vecu*)(dr + (r * {k} + kx) * {c_out} + c * {lanes}) = acc[r][kx][c];
 }}
 """
 
-    last = f"{{ const int ky0 = {k - rest};\n{tile(rest)}}}\n" if rest else ""
-    return f"""/* weight_gradient_{shape.name} */
-{{
-{_VECTORS}float* restrict dw = @OUT@;
-const float* restrict x = @A@;
-const float* restrict g = @B@;
-for (int n = 0; n < {shape.n}; n++)
+        last = f"{{ const int ky0 = {k - rest};\n{tile(rest)}}}\n" if rest else ""
+        return f"""for (int n = 0; n < {shape.n}; n++)
   for (int ci = 0; ci < {c_in}; ci++)
-    for (int cb = 0; cb < {c_out // (vectors * LANES)}; cb++) {{
+    for (int cb = 0; cb < {c_out // (vectors * lanes)}; cb++) {{
       for (int ky0 = 0; ky0 + {rows} <= {k}; ky0 += {rows})
 {tile(rows)}{last}    }}
-}}
+"""
+
+    return f"""/* weight_gradient_{shape.name} */
+{{
+float* restrict dw = @OUT@;
+const float* restrict x = @A@;
+const float* restrict g = @B@;
+{_for_each_target(kernel)}}}
 """
