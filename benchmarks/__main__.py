@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--levers", metavar="GROUP,...", default="",
         help="levers: run only these groups (kernel_opts, step_cache, llvm, hcq2, threads, host_syncs, jit, "
-        "winograd, batch_sizes); the others' rows are carried over from the saved results",
+        "winograd, conv_kernels, batch_sizes); the others' rows are carried over from the saved results",
     )  # fmt: skip
     args = parser.parse_args(argv)
     try:

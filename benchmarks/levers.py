@@ -12,7 +12,9 @@ the environment), interleaved with its baseline and repeated; the table gives me
 - host syncs: `log_every` 1 / 10 / 100 (the function reads the loss back only at log steps);
 - JIT: `JIT=0` against TinyJit;
 - batch size: samples/s and time to 85% for 64..512 (4 epochs, lr unchanged), with PyTorch alongside;
-- Winograd convolutions (`WINO=1`) on the convnet.
+- Winograd convolutions (`WINO=1`) on the convnet;
+- the convolutions' hand-written C kernels (`trainer_tinygrad/convolution_kernels.py`) against tinygrad's own
+  (`TRAINER_CONV_KERNELS=0`), convnet, with PyTorch on one thread beside them.
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ def _variants(
 GROUPS = {
     "kernel_opts": ("kernel options",), "step_cache": ("step cache",), "llvm": ("backend",), "hcq2": ("runtime",),
     "threads": ("threads",), "host_syncs": ("host syncs",), "jit": ("JIT",), "winograd": ("Winograd conv",),
-    "batch_sizes": ("batch size (tinygrad)", "batch size (torch, 1 thread)"),
+    "conv_kernels": ("conv kernels",), "batch_sizes": ("batch size (tinygrad)", "batch size (torch, 1 thread)"),
 }  # fmt: skip
 
 
@@ -164,6 +166,15 @@ def benchmark(ws: Workspace) -> Report:
            "log_every 100": ({"log_every": min(100, steps // 3)}, {})}, repeats=repeats)  # fmt: skip
     lever("jit", "JIT", mlp, {"TinyJit (default)": ({}, {}), "JIT=0": ({}, {"JIT": "0"})}, repeats=min(2, repeats))
     lever("winograd", "Winograd conv", conv, {"off (default)": ({}, {}), "WINO=1": ({}, {"WINO": "1"})}, repeats=1)
+    conv_repeats = max(1, repeats - 1)
+    lever("conv_kernels", "conv kernels", conv,
+          {"hand-written C (default)": ({}, {}), "tinygrad's": ({}, {"TRAINER_CONV_KERNELS": "0"})},
+          repeats=conv_repeats)  # fmt: skip
+    if torch_available() and "conv_kernels" in wanted:
+        runs = [run_torch(ws, conv, 0.85, threads=1) for _ in range(conv_repeats)]
+        base = next(r for r in report.rows if r["lever"] == "conv kernels")["samples_per_s"]
+        report.rows.append(_row("conv kernels", "torch, 1 thread", runs, base))
+        details["conv_kernels_torch"] = _dump({1: runs})
     if "batch_sizes" in wanted:
         report.rows += _batch_sizes(ws, cache, repeats, details)
     if wanted != set(GROUPS):

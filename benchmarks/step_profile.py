@@ -6,7 +6,8 @@
 Prints one JSON line. What it measures, on the training function's own compiled step (`trainer_tinygrad.steps`):
 - step: the step called as the trainer calls it and synchronized, median over `--steps` calls;
 - kernels: steps under tinygrad's `DEBUG=2`, which runs and times each kernel on its own: how many, the sum of
-  their median times, the biggest ones (name, time, GFLOPS as tinygrad counts them);
+  their median times, the biggest ones (name, time, GFLOPS as tinygrad counts them; the hand-written convolution
+  kernels' from their shapes);
 - dispatch: step less kernel time: the Python that launches each kernel (the function's prepared launch list;
   tinygrad's own executor in the variants);
 - host: drawing a batch (seeded generator, gather) and writing it into the input buffers, per step;
@@ -40,6 +41,7 @@ from tinygrad.device import Buffer
 from tinygrad.helpers import Context
 from tinygrad.nn.state import get_state_dict
 from trainer_tinygrad.config import resolve_config
+from trainer_tinygrad.convolution_kernels import kernel_flops
 from trainer_tinygrad.datasets import DatasetCache, load_dataset
 from trainer_tinygrad.datasets.dataset import Dataset
 from trainer_tinygrad.datasets.manifest import Manifest
@@ -55,6 +57,12 @@ from benchmarks.workspace import Workspace
 KERNEL_LINE = re.compile(r"\*\*\* \S+\s+\d+\s+(\S+)\s+arg\s+\d+.*?tm\s+([\d.]+)(us|ms|s)/.*?\(\s*(\d+) GFLOPS")
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 UNIT = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+
+
+def _gflops(name: str, seconds: float, counted: int) -> int:
+    """tinygrad's count, or for the hand-written convolution kernels (which it cannot count) their own."""
+    flops = kernel_flops(name)
+    return counted if flops is None else round(flops / seconds / 1e9)
 
 
 def timed(fn: Callable[[], Any], calls: int) -> float:
@@ -138,7 +146,7 @@ def profile(
         "dispatch_s": step_s - kernel_s,
         "host_s": timed(host, steps),
         "top": [
-            {"name": n, "s": t, "share": t / kernel_s, "gflops": g, "fma_lanes": _json_keys(lanes, n)}
+            {"name": n, "s": t, "share": t / kernel_s, "gflops": _gflops(n, t, g), "fma_lanes": _json_keys(lanes, n)}
             for n, t, g in sorted(kernels, key=lambda k: -k[1])[:8]
         ],
     }
@@ -225,6 +233,7 @@ def _fused(model_name: str, batch: int, shape: tuple[int, ...], steps: int) -> f
 COLUMNS = [
     ("model", "model"),
     ("kernel_opts", "kernel options"),
+    ("conv_kernels", "conv kernels"),
     ("step_ms", "step (ms)"),
     ("kernels", "kernels"),
     ("kernel_ms", "kernel time (ms)"),
@@ -247,7 +256,7 @@ def lanes_text(counts: dict[str, int] | None) -> str:
 
 def benchmark(ws: Workspace) -> Report:
     """The profile of one mlp step and one convnet step (and, unless --quick, the CIFAR-10 convnet's), with the shipped
-    kernel options and without."""
+    kernel options and without, and the convnets also with tinygrad's own convolution kernels."""
     report = Report("profile", "Where a training step's time goes (tinygrad DEBUG=2 and timers)", COLUMNS)
     cache = ws.kernel_cache("profile-cache")
     plan = [("mlp", "fashion-mnist", 30 if ws.options.quick else 300)]
@@ -255,23 +264,32 @@ def benchmark(ws: Workspace) -> Report:
         plan += [("convnet", "fashion-mnist", 8), ("convnet", "cifar10", 5)]
     details: dict[str, Any] = {}
     for model, dataset, steps in plan:
-        for opts in ("on", "off"):
+        # (kernel options, convolution kernels): the convnets also once with tinygrad's own convolution kernels
+        settings = [("on", "C"), ("off", "C")] + ([("on", "tinygrad")] if model == "convnet" else [])
+        for opts, conv in settings:
             argv = [ws.python, "-m", "benchmarks.step_profile", "--model", model, "--steps", str(steps)]
             argv += ["--data-dir", str(ws.data_dir), "--dataset", dataset]
             if model == "mlp" and opts == "on" and not ws.options.quick:
                 argv.append("--variants")
-            run = run_child(argv, env=ws.env(CACHEDB=cache, TRAINER_KERNEL_OPTS="1" if opts == "on" else "0"))
+            env = ws.env(CACHEDB=cache, TRAINER_KERNEL_OPTS="1" if opts == "on" else "0",
+                         TRAINER_CONV_KERNELS="1" if conv == "C" else "0")  # fmt: skip
+            run = run_child(argv, env=env)
             found = next((e for _, e in run.lines if e.get("event") == "step_profile"), None)
             if found is None:
                 report.status = "partial"
-                report.notes.append(f"{model}, kernel options {opts}: exit {run.returncode}: {run.stderr_tail[-300:]}")
+                report.notes.append(
+                    f"{model}, kernel options {opts}, {conv} convolutions: exit {run.returncode}: "
+                    f"{run.stderr_tail[-300:]}"
+                )
                 continue
             default = dataset == "fashion-mnist"  # the rows and keys from before other datasets were profiled
             name = model if default else f"{model} ({dataset}, {found['data']})"
-            details[f"{model}_{opts}" if default else f"{model}_{dataset}_{opts}"] = found
+            key = f"{model}_{opts}" if default else f"{model}_{dataset}_{opts}"
+            details[key + ("_tinygrad_conv" if conv == "tinygrad" else "")] = found
             top = found["top"][0]
             report.rows.append({
-                "model": name, "kernel_opts": opts, "step_ms": found["step_s"] * 1e3, "kernels": found["kernels"],
+                "model": name, "kernel_opts": opts, "conv_kernels": conv if model == "convnet" else "-",
+                "step_ms": found["step_s"] * 1e3, "kernels": found["kernels"],
                 "kernel_ms": found["kernel_s"] * 1e3, "dispatch_ms": found["dispatch_s"] * 1e3,
                 "host_ms": found["host_s"] * 1e3, "samples_per_s": found["batch"] / (found["step_s"] + found["host_s"]),
                 "top": f"{top['name']}: {top['s'] * 1e3:.3g}, {top['share']:.0%}, {top['gflops']}"
@@ -309,6 +327,8 @@ def benchmark(ws: Workspace) -> Report:
         "and writes the batch.",
         "kernel options on: the BEAM-found options shipped in trainer_tinygrad/kernel_opts.json; off: tinygrad's "
         "heuristics only (TRAINER_KERNEL_OPTS=0).",
+        "conv kernels C: the hand-written C kernels of trainer_tinygrad/convolution_kernels.py (the default); "
+        "tinygrad: tinygrad's own (TRAINER_CONV_KERNELS=0).",
     ]
     report.details = details
     return report
