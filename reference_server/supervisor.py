@@ -179,9 +179,9 @@ class RunSupervisor:
         await self._record_started(trainer, message)
 
     async def _record_started(self, trainer: Trainer, message: Mapping[str, Any]) -> None:
-        """Rewrite config.json (device, tinygrad version) and provenance.json (the dataset bytes the trainer
-        loaded, where it ran) with what the trainer reported. A record that fails its schema is logged, not fatal;
-        a disk that refuses it fails the run."""
+        """Rewrite config.json (device, tinygrad version, parameters, what computed the convolutions) and
+        provenance.json (the dataset bytes the trainer loaded, where it ran) with what the trainer reported. A record
+        that fails its schema is logged, not fatal; a disk that refuses it fails the run."""
         run = self.run
         try:
             stored = self.store.read_config(run.run_id)
@@ -190,6 +190,8 @@ class RunSupervisor:
                 stored["versions"]["tinygrad"] = str(message["tinygrad_version"])
             if isinstance(message.get("parameters"), int):
                 stored["parameters"] = message["parameters"]
+            if "convolution_kernels" in message:  # null: a model without convolutions
+                stored["convolution_kernels"] = message["convolution_kernels"]
             self.store.write_config(run.run_id, stored)
             provenance = message.get("provenance")
             datasets = [provenance] if isinstance(provenance, dict) else []

@@ -100,7 +100,7 @@ def train(args: argparse.Namespace, out: TextIO, stop: StopRequest) -> int:
     emit(out, "started", device="SCRIPTED", tinygrad_version="scripted", model=config["model"],
          dataset=config["dataset"], total_steps=total, start_step=start, parameters=6370, provenance=provenance,
          run_id=args.run_id, batch_size=config["batch_size"], eval_samples=config.get("eval_samples") or 10000,
-         kernel_cache="none")  # fmt: skip
+         kernel_cache="none", convolution_kernels=None if config["model"] == "mlp" else "scripted")  # fmt: skip
     pace = 1.0 / float(os.environ.get("SCRIPTED_STEPS_PER_S", "400"))
     step, window, began = start, start, time.perf_counter()
     while step < total and not stop.is_set():

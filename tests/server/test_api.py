@@ -180,6 +180,7 @@ def test_evidence_files_are_valid_and_manifest_hashes_match(
     assert not CONTRACT.errors("evidence-config.schema.json", config)
     # What the trainer reported when it started (the scripted one says so: tests/scripted_trainer.py).
     assert config["device"] == "SCRIPTED" and config["versions"]["tinygrad"] == "scripted"
+    assert "convolution_kernels" in config and config["convolution_kernels"] is None  # an mlp has no convolution
     provenance = json.loads((run_dir(server, run_id) / "provenance.json").read_bytes())
     assert not CONTRACT.errors("evidence-provenance.schema.json", provenance)
     assert provenance["datasets"][0]["name"] == "fashion-mnist" and provenance["mocks_disabled"] == "1"

@@ -12,7 +12,9 @@ from types import ModuleType
 import pytest
 import safetensors
 import safetensors.numpy
+from tinygrad import Device
 from trainer_harness import cross_entropy, numpy_logits
+from trainer_tinygrad import convolution_kernels
 from trainer_tinygrad.config import resolve_config
 from trainer_tinygrad.datasets import DatasetCache, Manifest, load_dataset
 from trainer_tinygrad.protocol import EventWriter
@@ -67,6 +69,8 @@ def test_cifar10_trains_and_checkpoints(model: str, cifar_cache: DatasetCache, t
     assert train(config, data, tmp_path, EventWriter(stream), lambda: False, run_id="cifar-test") == "finished"
     events = [json.loads(line) for line in stream.getvalue().splitlines()]
     assert events[0]["event"] == "started" and events[0]["dataset"] == "cifar10"
+    on_cpu = "c" if convolution_kernels.supported(Device.DEFAULT) else "tinygrad"
+    assert events[0]["convolution_kernels"] == (on_cpu if model == "convnet" else None)
     assert [e["step"] for e in events if e["event"] == "metric"] == [2, 4, 6]
     checkpoints = [e for e in events if e["event"] == "checkpoint"]
     assert [c["step"] for c in checkpoints] == [3, 6] and all(c["eval_samples"] == TEST for c in checkpoints)

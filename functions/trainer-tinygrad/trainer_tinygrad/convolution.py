@@ -29,7 +29,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from tinygrad import Tensor, nn
+from tinygrad import Tensor, dtypes, nn
 from tinygrad.function import function
 from tinygrad.uop.ops import UOp
 
@@ -45,8 +45,12 @@ class Conv2d(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size, padding=padding)
         self.pad = padding
 
+    def kernels(self, device: str) -> str:
+        """What computes this layer for float32 inputs on `device`: "c" (`convolution_kernels.py`) or "tinygrad"."""
+        return "c" if convolution_kernels.applies(device, dtypes.float32, self.weight) else "tinygrad"
+
     def __call__(self, x: Tensor) -> Tensor:
-        if convolution_kernels.applies(x, self.weight):
+        if convolution_kernels.applies(x.device, x.dtype, self.weight):
             out = convolution_kernels.conv2d(x, self.weight, self.pad)
         else:
             out = _convolution(self.pad)(x, self.weight)

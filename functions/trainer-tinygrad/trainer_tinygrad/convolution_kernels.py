@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from tinygrad import Device, Tensor, dtypes
+from tinygrad.dtype import DType
 from tinygrad.renderer.cstyle import ClangRenderer
 from tinygrad.uop.ops import KernelInfo, Ops, UOp
 
@@ -55,10 +56,11 @@ def supported(device: str | tuple[str, ...] | None) -> bool:
     return enabled() and isinstance(device, str) and isinstance(Device[device].renderer, ClangRenderer)
 
 
-def applies(x: Tensor, weight: Tensor) -> bool:
-    """Whether `conv2d` takes these: C rendered for the device, float32, output channels a multiple of 16."""
-    float32 = x.dtype == dtypes.float32 and weight.dtype == dtypes.float32
-    return float32 and int(weight.shape[0]) % LANES == 0 and supported(x.device)
+def applies(device: str | tuple[str, ...] | None, dtype: DType, weight: Tensor) -> bool:
+    """Whether `conv2d` takes an input of `dtype` on `device` with `weight`: C rendered for the device, float32,
+    output channels a multiple of 16."""
+    float32 = dtype == dtypes.float32 and weight.dtype == dtypes.float32
+    return float32 and int(weight.shape[0]) % LANES == 0 and supported(device)
 
 
 @dataclass(frozen=True)

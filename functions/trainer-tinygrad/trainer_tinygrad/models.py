@@ -144,6 +144,13 @@ def initial_state(model: Model, seed: int) -> dict[str, np.ndarray]:
     return values
 
 
+def convolution_kernels_of(model: Model, device: str) -> str | None:
+    """What computes the model's convolutions on `device`: "c" (the hand-written kernels of
+    `convolution_kernels.py`) or "tinygrad" for all of them, "mixed" otherwise; None for a model without any."""
+    found = {layer.kernels(device) for layer in getattr(model, "layers", []) if isinstance(layer, Conv2d)}
+    return None if not found else found.pop() if len(found) == 1 else "mixed"
+
+
 def _prefixed(model: Sequential) -> list[tuple[str, Layer]]:
     return [(f"layers.{i}", layer) for i, layer in enumerate(model.layers)]
 

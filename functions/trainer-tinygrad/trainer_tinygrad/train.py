@@ -22,7 +22,7 @@ from tinygrad.nn.optim import Optimizer
 from tinygrad.nn.state import get_state_dict
 
 from trainer_tinygrad import checkpoints
-from trainer_tinygrad.models import Model, architecture, build_model, initial_state
+from trainer_tinygrad.models import Model, architecture, build_model, convolution_kernels_of, initial_state
 from trainer_tinygrad.protocol import EventWriter, tinygrad_version
 from trainer_tinygrad.steps import Evaluator, TrainStep, prepare
 
@@ -136,6 +136,7 @@ def train(
         kernel_cache=CACHEDB,
         step_cache=compiled["path"],
         step_cache_hit=compiled["hit"],
+        convolution_kernels=convolution_kernels_of(model, Device.DEFAULT),
     )
     done = start_step
     window_start, window_step = time.perf_counter(), done
