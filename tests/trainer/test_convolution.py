@@ -102,12 +102,12 @@ def test_every_x86_targets_c_computes_the_convolution(march: str, flag: str, tmp
         pytest.skip(f"this CPU has no {flag}")
     shape = convolution_kernels.Shape(n=2, c_in=16, c_out=48, h=9, w=16, k=3)  # 14 columns: a full and a last tile
     sources = {
-        "forward": convolution_kernels.forward_source(shape),
+        "forward": convolution_kernels.forward_source(shape, bias=True),
         "weight_gradient": convolution_kernels.weight_gradient_source(shape),
     }
     c = "".join(
-        f"void {name}(float* restrict o, const float* restrict a, const float* restrict b) "
-        + source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b")
+        f"void {name}(float* restrict o, const float* restrict a, const float* restrict b, const float* restrict c) "
+        + source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b").replace("@C@", "c")
         for name, source in sources.items()
     )
     (tmp_path / "k.c").write_text(c, encoding="utf-8")
@@ -122,13 +122,16 @@ def test_every_x86_targets_c_computes_the_convolution(march: str, flag: str, tmp
     g = rng.standard_normal((shape.n, shape.c_out, shape.oh, shape.ow)).astype(np.float32)
     windows = np.lib.stride_tricks.sliding_window_view(x, (shape.k, shape.k), axis=(2, 3))  # n ci oy ox ky kx
 
-    def call(name: str, out: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        arrays = [np.ascontiguousarray(t, dtype=np.float32) for t in (out, a, b)]
+    bias = rng.standard_normal(shape.c_out).astype(np.float32)
+
+    def call(name: str, out: np.ndarray, *inputs: np.ndarray) -> np.ndarray:
+        arrays = [np.ascontiguousarray(t, dtype=np.float32) for t in (out, *inputs, bias)]
         getattr(kernels, name)(*(t.ctypes.data_as(ctypes.c_void_p) for t in arrays))
         return arrays[0]
 
     out = call("forward", np.zeros((shape.n, shape.c_out, shape.oh, shape.ow)), x, w.transpose(1, 2, 3, 0))
-    np.testing.assert_allclose(out, np.einsum("ncyxij,ocij->noyx", windows, w), rtol=1e-4, atol=1e-4)
+    expected_out = np.einsum("ncyxij,ocij->noyx", windows, w) + bias.reshape(1, -1, 1, 1)
+    np.testing.assert_allclose(out, expected_out, rtol=1e-4, atol=1e-4)
     taps = call("weight_gradient", np.zeros((shape.c_in, shape.k, shape.k, shape.c_out)), x, g.transpose(0, 2, 3, 1))
     expected = np.einsum("noyx,ncyxij->cijo", g, windows)
     np.testing.assert_allclose(taps, expected, rtol=1e-4, atol=1e-4)
@@ -136,9 +139,12 @@ def test_every_x86_targets_c_computes_the_convolution(march: str, flag: str, tmp
 
 @pytest.mark.skipif(shutil.which("clang") is None, reason="clang")
 def test_the_arm64_branch_compiles(tmp_path: Path) -> None:
-    source = convolution_kernels.forward_source(convolution_kernels.Shape(n=1, c_in=16, c_out=32, h=8, w=8, k=3))
-    body = source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b")
-    (tmp_path / "k.c").write_text(f"void forward(float* o, const float* a, const float* b) {body}", encoding="utf-8")
+    shape = convolution_kernels.Shape(n=1, c_in=16, c_out=32, h=8, w=8, k=3)
+    source = convolution_kernels.forward_source(shape, bias=True)
+    body = source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b").replace("@C@", "c")
+    (tmp_path / "k.c").write_text(
+        f"void forward(float* o, const float* a, const float* b, const float* c) {body}", encoding="utf-8"
+    )
     subprocess.run(
         ["clang", "--target=aarch64-linux-gnu", "-O2", "-ffreestanding", "-c", "-o", str(tmp_path / "k.o"),
          str(tmp_path / "k.c")],

@@ -51,9 +51,8 @@ class Conv2d(nn.Conv2d):
 
     def __call__(self, x: Tensor) -> Tensor:
         if convolution_kernels.applies(x.device, x.dtype, self.weight):
-            out = convolution_kernels.conv2d(x, self.weight, self.pad)
-        else:
-            out = _convolution(self.pad)(x, self.weight)
+            return convolution_kernels.conv2d(x, self.weight, self.bias, self.pad)
+        out = _convolution(self.pad)(x, self.weight)
         if self.bias is not None:
             out = out + self.bias.reshape(1, -1, 1, 1)
         return out.contiguous()
