@@ -2,8 +2,8 @@
 as two more forward convolutions, which tinygrad's CPU code generator compiles far better than its own.
 
 On the CPU, where the output channels are a multiple of 16 (every convolution of both convnets), all three run as
-the hand-written C kernels of `convolution_kernels.py` instead (3.8x faster again: BENCHMARKS.md, section 1d); what
-follows is the path for every other device and shape.
+the hand-written C kernels of `convolution_kernels.py` instead (a convnet step 3.4-3.7x faster again: BENCHMARKS.md,
+section 1d); what follows is the path for every other device and shape.
 
 Why: in tinygrad 0.14 autograd differentiates a convolution through its sliding-window view, and the kernels that
 come out are slow here. For the convnet's second convolution (32 -> 32 channels, 5x5, batch 128) the input gradient
