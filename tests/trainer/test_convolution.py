@@ -89,6 +89,15 @@ def test_tiles_cover_a_row_in_full_tiles_and_one_last() -> None:
     assert convolution_kernels._split(3, 24) == (3, 0)
 
 
+def _c_functions(sources: dict[str, str]) -> str:
+    """Each kernel's C block as a function of its buffers (output, then inputs), the way tinygrad wraps it."""
+    return "".join(
+        f"void {name}(float* restrict o, const float* restrict a, const float* restrict b, const float* restrict c) "
+        + source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b").replace("@C@", "c")
+        for name, source in sources.items()
+    )
+
+
 def _cpu_has(flag: str) -> bool:
     cpuinfo = Path("/proc/cpuinfo")
     return cpuinfo.is_file() and flag in cpuinfo.read_text(encoding="utf-8").split()
@@ -105,16 +114,14 @@ def test_every_x86_targets_c_computes_the_convolution(march: str, flag: str, tmp
         "forward": convolution_kernels.forward_source(shape, bias=True),
         "weight_gradient": convolution_kernels.weight_gradient_source(shape),
     }
-    c = "".join(
-        f"void {name}(float* restrict o, const float* restrict a, const float* restrict b, const float* restrict c) "
-        + source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b").replace("@C@", "c")
-        for name, source in sources.items()
-    )
-    (tmp_path / "k.c").write_text(c, encoding="utf-8")
+    (tmp_path / "k.c").write_text(_c_functions(sources), encoding="utf-8")
     library = tmp_path / "k.so"
+    # Compiled the way tinygrad compiles CPU kernels: freestanding, without the C library.
     subprocess.run(
-        ["clang", "-O2", f"-march={march}", "-shared", "-fPIC", "-o", str(library), str(tmp_path / "k.c")], check=True
-    )
+        ["clang", "-O2", f"-march={march}", "-ffreestanding", "-nostdlib", "-shared", "-fPIC", "-o", str(library),
+         str(tmp_path / "k.c")],
+        check=True,
+    )  # fmt: skip
     kernels = ctypes.CDLL(str(library))
     rng = np.random.default_rng(7)
     x = rng.standard_normal((shape.n, shape.c_in, shape.h, shape.w)).astype(np.float32)
@@ -141,10 +148,7 @@ def test_every_x86_targets_c_computes_the_convolution(march: str, flag: str, tmp
 def test_the_arm64_branch_compiles(tmp_path: Path) -> None:
     shape = convolution_kernels.Shape(n=1, c_in=16, c_out=32, h=8, w=8, k=3)
     source = convolution_kernels.forward_source(shape, bias=True)
-    body = source.replace("@OUT@", "o").replace("@A@", "a").replace("@B@", "b").replace("@C@", "c")
-    (tmp_path / "k.c").write_text(
-        f"void forward(float* o, const float* a, const float* b, const float* c) {body}", encoding="utf-8"
-    )
+    (tmp_path / "k.c").write_text(_c_functions({"forward": source}), encoding="utf-8")
     subprocess.run(
         ["clang", "--target=aarch64-linux-gnu", "-O2", "-ffreestanding", "-c", "-o", str(tmp_path / "k.o"),
          str(tmp_path / "k.c")],

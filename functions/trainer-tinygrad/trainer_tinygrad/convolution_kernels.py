@@ -115,7 +115,7 @@ def conv2d(x: Tensor, weight: Tensor, bias: Tensor | None, padding: int) -> Tens
 
 def _backward(grad: UOp, call: UOp) -> tuple[UOp | None, ...]:
     """The gradients of the forward kernel's arguments (its output buffer, the padded input, the taps, the bias)."""
-    x_padded, taps = Tensor(call.src[2]), Tensor(call.src[3])
+    _, _, x_padded, taps, *bias = (Tensor(u) for u in call.src)  # the kernel, then its arguments
     g = Tensor(grad)
     n, c_in, h, w = (int(d) for d in x_padded.shape)
     k, c_out = int(taps.shape[1]), int(taps.shape[3])
@@ -134,7 +134,7 @@ def _backward(grad: UOp, call: UOp) -> tuple[UOp | None, ...]:
     else:
         grad_x = g_padded.contiguous().conv2d(flipped.permute(3, 0, 1, 2))
     grads: tuple[UOp | None, ...] = (None, grad_x.uop, grad_taps.uop)
-    return grads + ((g.sum((0, 2, 3)).uop,) if len(call.src) == 5 else ())
+    return grads + ((g.sum((0, 2, 3)).uop,) if bias else ())
 
 
 def kernel_flops(name: str) -> int | None:
