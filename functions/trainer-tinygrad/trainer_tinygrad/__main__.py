@@ -17,7 +17,6 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from trainer_tinygrad.config import ConfigError, read_config
 from trainer_tinygrad.protocol import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -111,6 +110,10 @@ def _device(out: TextIO) -> int:
 
 
 def _train(args: argparse.Namespace, events: EventWriter, stop: StopRequest) -> int:
+    # Imported here: the config check loads jsonschema (~0.09 s), which the `device` probe of every server start
+    # does not need.
+    from trainer_tinygrad.config import ConfigError, read_config
+
     try:
         config = read_config(args.config)
     except ConfigError as e:
