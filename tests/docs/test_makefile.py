@@ -139,9 +139,9 @@ def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_n
     done, calls = run_lanes(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     setup, *lanes = calls
-    assert setup == "0 run --notest -e py,fuzz,ray"  # created first, alone: two tox processes would race on .pkg
+    assert setup == "0 run --notest -e ray,py,fuzz"  # created first, alone: two tox processes would race on .pkg
     assert sorted(lanes) == [
-        "0 run --skip-pkg-install -e py,fuzz,ray",
+        "0 run --skip-pkg-install -e ray,py,fuzz",
         "19 run -e lint,type,openapi-client,function,conformance",
         "19 warm",  # the default steps, which `make test` no longer waits for
     ]
