@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    # Imported here, after the signal handlers: the datasets package loads numpy.
+    # Imported here, after the signal handlers, like everything a command needs: imports are most of a start.
     from trainer_tinygrad.datasets.cache import ENV_DATA_DIR
 
     environment = f"""environment:

@@ -7,7 +7,6 @@ then starts without numpy (~0.1 s of every server start).
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
 
 from .cache import DatasetCache, DatasetStatus, FileState, FileStatus, KnownImport, default_cache_dir
@@ -25,12 +24,12 @@ from .manifest import DatasetEntry, FileEntry, Manifest
 if TYPE_CHECKING:
     from .dataset import Dataset, load_dataset
 
-_LAZY = {"Dataset": ".dataset", "load_dataset": ".dataset"}
-
 
 def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
+    if name in ("Dataset", "load_dataset"):
+        from . import dataset
+
+        return getattr(dataset, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
