@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -56,6 +57,24 @@ def test_device_reports_the_device_tinygrad_opens() -> None:
     report = json.loads(proc.stdout)
     assert proc.returncode == 0 and report["ok"] is True, proc.stderr
     assert report["device"] and report["tinygrad_version"] == "0.14.0"
+
+
+def test_the_cpu_devices_own_programs_are_compiled_once_then_read_from_the_step_cache(tmp_path: Path) -> None:
+    def probe() -> subprocess.CompletedProcess[str]:
+        env = {**os.environ, "DEV": "CPU", "TRAINER_STEP_CACHE": str(tmp_path)}
+        argv = [sys.executable, "-m", "trainer_tinygrad", "device"]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False, env=env)
+        assert done.returncode == 0 and json.loads(done.stdout)["ok"] is True, done.stderr
+        return done
+
+    probe()
+    saved = sorted(tmp_path.glob("cpu-device-*.pkl"))
+    assert len(saved) == 4  # signal, wait, timestamp and the worker's loop (tinygrad 0.14)
+    before = {p: p.read_bytes() for p in saved}
+    saved[0].write_bytes(b"not a pickle")  # as a full disk could leave it: compiled again, then saved whole
+    done = probe()  # the sum it checks ran on a device built from the cached programs
+    assert f"step cache: ignoring {saved[0]}" in done.stderr
+    assert {p: p.read_bytes() for p in sorted(tmp_path.glob("cpu-device-*.pkl"))} == before
 
 
 @pytest.mark.parametrize(

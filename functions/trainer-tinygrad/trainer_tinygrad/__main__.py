@@ -97,6 +97,9 @@ def _device(out: TextIO) -> int:
     try:
         from tinygrad import Device, Tensor
 
+        from trainer_tinygrad import device_programs
+
+        device_programs.install()
         device = Device.DEFAULT
         # Opening the device is not enough: a kernel must compile and run (the CPU device needs clang).
         if (Tensor([1.0, 2.0]) + 1).tolist() != [2.0, 3.0]:
@@ -120,9 +123,11 @@ def _train(args: argparse.Namespace, events: EventWriter, stop: StopRequest) -> 
         events.emit("failed", code=e.code, reason=str(e))
         return EXIT_INVALID_CONFIG
     try:
+        from trainer_tinygrad import device_programs
         from trainer_tinygrad.datasets import DatasetCache, load_dataset
         from trainer_tinygrad.train import train
 
+        device_programs.install()
         args.out.mkdir(parents=True, exist_ok=True)
         data = load_dataset(config["dataset"], DatasetCache(args.data_dir))
         terminal = train(
