@@ -44,6 +44,13 @@ def test_parse_idx_reads_gzip_and_raw_with_the_header_shape():
     assert np.array_equal(parse_idx(gz(raw), "gz"), arr)
 
 
+def flipped(data: bytes, at: int) -> bytes:
+    """`data` with the byte at `at` inverted."""
+    changed = bytearray(data)
+    changed[at] ^= 0xFF
+    return bytes(changed)
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [
@@ -51,6 +58,8 @@ def test_parse_idx_reads_gzip_and_raw_with_the_header_shape():
         (idx_bytes(np.zeros((5, 28, 28), np.uint8)) + b"\0", "truncated or padded"),
         (b"\x00\x00\x0d\x03" + idx_bytes(np.zeros((5, 28, 28), np.uint8))[4:], "bad IDX magic"),
         (gz(idx_bytes(np.zeros((5, 28, 28), np.uint8)))[:-10], "not a complete gzip stream"),
+        (flipped(gz(idx_bytes(np.arange(3920, dtype=np.uint8).reshape(5, 28, 28))), 12), "not a complete gzip stream"),
+        (flipped(gz(idx_bytes(np.zeros((5, 28, 28), np.uint8))), -8), "not a complete gzip stream"),  # its CRC
         (b"\x00\x00", "too short"),
     ],
 )
