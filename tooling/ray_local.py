@@ -104,11 +104,17 @@ class RayNode:
         return None
 
     def kill(self) -> list[int]:
-        """SIGKILL every process of the node at once (what losing the machine looks like to the cluster)."""
+        """SIGKILL every process of the node at once (what losing the machine looks like to the cluster).
+
+        Every one is stopped (SIGSTOP) before any is killed: killed one by one, a process of the node could see
+        another die and report it before its own turn (an actor telling the server that its trainer exited -9,
+        which fails the run instead of losing the node). pids wrap around (32768 here), so no kill order by pid
+        would do."""
         pids = self.pids()
-        for pid in pids:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        for sig in (signal.SIGSTOP, signal.SIGKILL):
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
         return pids
 
 
