@@ -105,8 +105,8 @@ class RunSupervisor:
             try:
                 async for message in trainer.messages():
                     if self.detached:
-                        # The shutdown's cancel can be lost: Python 3.11's asyncio.wait_for returns its future's result
-                        # when that future completes as the cancel arrives, and a trainer's messages come all the time.
+                        # Whatever an executor awaits, a cancel it swallowed (as asyncio.wait_for can in Python 3.11
+                        # when its future completes as the cancel arrives) must not keep a detached run supervised.
                         raise asyncio.CancelledError
                     if terminal is not None or problem is not None or not self.journal.is_open(run):
                         continue  # read to the end: a trainer blocked on a full pipe would never stop

@@ -94,8 +94,11 @@ class RayTrainer:
         return self._returncode
 
     async def _call(self, method: Any, *args: Any, timeout: float | None = UNRESPONSIVE_S) -> Any:
+        # asyncio.timeout, not asyncio.wait_for: Python 3.11's wait_for returns its future's result when the future
+        # completes as a cancel arrives, and the server's shutdown cancels the supervision in the middle of polls.
         with _lost_on_ray_errors(self.run_id, timeout):
-            return await asyncio.wait_for(method.remote(*args), timeout)
+            async with asyncio.timeout(timeout):
+                return await method.remote(*args)
 
     async def messages(self) -> AsyncIterator[dict[str, Any]]:
         """Each protocol message after the cursor, as the actor hands them out, until the trainer has ended. The
