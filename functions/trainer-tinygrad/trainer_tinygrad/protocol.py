@@ -5,6 +5,7 @@ Exit codes and the terminal events live here so the process and its readers agre
 
 from __future__ import annotations
 
+import functools
 import json
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any, TextIO
@@ -49,6 +50,7 @@ def function_version() -> str:
     return f"trainer-tinygrad {_version('trainer-tinygrad')} (tinygrad {tinygrad_version()})"
 
 
+@functools.cache  # read from the installed metadata (~1 ms); asked for by every step-cache key and event
 def _version(distribution: str) -> str:
     try:
         return version(distribution)

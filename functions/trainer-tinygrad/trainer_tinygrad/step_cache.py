@@ -8,6 +8,7 @@ saves the result. The files are pickles: they live in the user's own cache folde
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -88,6 +89,7 @@ def _mtime(path: Path) -> float:
         return 0.0
 
 
+@functools.cache  # /proc/cpuinfo, read once a process: every key names it
 def cpu_model() -> str:
     """The CPU's model name (compiled kernels are built for it: clang -march=native)."""
     try:

@@ -23,7 +23,8 @@ from .verification import GZIP_MAGIC
 
 Arrays = tuple[np.ndarray, np.ndarray]
 _IDX_UBYTE = 0x08
-#: What a truncated or corrupt gzip stream raises in `_gunzip` (isal's stub declares its error an instance: cast).
+#: What a truncated or corrupt gzip stream raises in `_gunzip`. isal_zlib.error is the exception class isal raises for
+#: a corrupt deflate block; isal's type stub declares it as an instance, so the type checker is told it is a class.
 _GZIP_ERRORS = (OSError, EOFError, cast("type[Exception]", isal_zlib.error))
 
 
