@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from trainer_tinygrad import collector
 from trainer_tinygrad.protocol import EXIT_CANCELLED, EXIT_FAILED, EXIT_FINISHED, EXIT_INVALID_CONFIG, StopRequest
 
 if TYPE_CHECKING:
@@ -133,6 +134,7 @@ def main() -> int:
     stop = StopRequest()  # a flag, not a threading.Event: see StopRequest
     signal.signal(signal.SIGTERM, lambda *_: stop.request())
     signal.signal(signal.SIGINT, lambda *_: stop.request())
+    collector.set_young_threshold()  # as the real trainer does
     parser = argparse.ArgumentParser(prog="scripted_trainer")
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser("train")

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from trainer_tinygrad import collector
 from trainer_tinygrad.protocol import (
     EXIT_CANCELLED,
     EXIT_FAILED,
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     # First thing, before tinygrad is imported (seconds): a SIGTERM from then on is a clean cancel, never a kill.
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    collector.set_young_threshold()  # before the imports: they are most of what the collector would walk
     args = _parser().parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     out = _claim_stdout()

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from trainer_tinygrad import device_programs
+from trainer_tinygrad import collector, device_programs
 from trainer_tinygrad.config import resolve_config
 from trainer_tinygrad.steps import EVAL_BATCH, Evaluator, TrainStep, prepare
 from trainer_tinygrad.train import build_optimizer, initial_model
@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", action="append", choices=["mlp", "convnet"], help="default: both")
     args = parser.parse_args(argv)
     logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(name)s: %(message)s")
+    collector.set_young_threshold()  # compiling builds tinygrad graphs by the hundred thousand objects
     device_programs.install()
     for name in args.model or ["mlp", "convnet"]:
         began = time.perf_counter()
