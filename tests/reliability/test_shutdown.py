@@ -29,7 +29,7 @@ def subscribe(pool: ThreadPoolExecutor, server: ServerProcess, params: dict[str,
     connected = threading.Event()
 
     def read() -> SseStream:
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             response, stream = read_sse(client, params, seconds=60, on_open=connected.set)
             assert response.status_code == 200
             return stream

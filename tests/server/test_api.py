@@ -21,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import load as load_safetensors
 from server_harness import (
     CONTRACT,
+    TLS,
     ServerProcess,
     SseEvent,
     check_headers,
@@ -271,7 +272,7 @@ def test_stream_without_run_id_carries_every_runs_live_events(client: httpx.Clie
         return bool(started) and event.event == "end" and (event.id or "").startswith(started[0] + ":")
 
     def listen() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
+        with httpx.Client(base_url=str(client.base_url), timeout=60, verify=TLS) as c:
             _, stream = read_sse(c, {}, seconds=60, stop=is_end_of_started_run)
             received.extend(stream.events)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import httpx
 import pytest
 from server_harness import ServerFactory, ServerProcess, check_json, check_problem, start_run, wait_for
 
@@ -64,8 +63,8 @@ def test_event_stream_subscribers_are_capped(limited: ServerProcess) -> None:
         run = start_run(client, steps=20_000, log_every=50, eval_samples=100)
         wait_for(client, run["run_id"], {"running"})
         params = {"run_id": run["run_id"]}
-        a = httpx.Client(base_url=limited.url, timeout=30)
-        b = httpx.Client(base_url=limited.url, timeout=30)
+        a = limited.client()
+        b = limited.client()
         with a, b, a.stream("GET", "/api/events/training", params=params) as first:
             first_lines = first.iter_lines()  # kept: a dropped iterator closes its stream
             next(first_lines)
