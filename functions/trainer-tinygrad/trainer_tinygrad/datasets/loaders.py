@@ -12,20 +12,17 @@ import io
 import pickle
 import struct
 import tarfile
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
-from isal import igzip, isal_zlib
+from isal import igzip
 
 from .errors import DatasetFormatError
 from .manifest import DatasetEntry, Split
-from .verification import GZIP_MAGIC
+from .verification import GZIP_ERRORS, GZIP_MAGIC
 
 Arrays = tuple[np.ndarray, np.ndarray]
 _IDX_UBYTE = 0x08
-#: What a truncated or corrupt gzip stream raises in `_gunzip`. isal_zlib.error is the exception class isal raises for
-#: a corrupt deflate block; isal's type stub declares it as an instance, so the type checker is told it is a class.
-_GZIP_ERRORS = (OSError, EOFError, cast("type[Exception]", isal_zlib.error))
 
 
 def parse_idx(data: bytes, what: str) -> np.ndarray:
@@ -33,7 +30,7 @@ def parse_idx(data: bytes, what: str) -> np.ndarray:
     if data[:2] == GZIP_MAGIC:
         try:
             data = _gunzip(data)
-        except _GZIP_ERRORS as exc:
+        except GZIP_ERRORS as exc:
             raise DatasetFormatError(f"{what}: not a complete gzip stream ({exc})") from None
     if len(data) < 4:
         raise DatasetFormatError(f"{what}: {len(data)} bytes is too short for an IDX header")
@@ -146,7 +143,7 @@ def load_cifar10_python(archive: bytes, entry: DatasetEntry) -> dict[str, Arrays
             out = {key: _cifar_split(entry, key, split, read) for key, split in entry.splits.items()}
             if entry.meta_member:
                 _check_meta(entry, _unpickle(read(entry.meta_member), entry.meta_member))
-    except (tarfile.TarError, *_GZIP_ERRORS) as exc:
+    except (tarfile.TarError, *GZIP_ERRORS) as exc:
         raise DatasetFormatError(f"{entry.name}: not a readable tar.gz ({exc})") from None
     return out
 
