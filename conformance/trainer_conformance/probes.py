@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 
+from .client import tls_context
 from .failures import CheckFailure, TargetUnreachable
 from .folder import VerifyFolder
 
@@ -186,7 +187,7 @@ class RecordingClient:
         self.recorder = recorder
         self.timeout = timeout
         self._auth = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=False)
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, follow_redirects=False, verify=tls_context())
         self._session = uuid.uuid4().hex[:8]
 
     def close(self) -> None:
@@ -260,7 +261,7 @@ class RecordingClient:
         )
         started = time.monotonic()
         # A client of its own per stream: the reader runs in another thread while checks keep polling.
-        with httpx.Client(base_url=self.base_url, timeout=timeout) as http:
+        with httpx.Client(base_url=self.base_url, timeout=timeout, verify=tls_context()) as http:
             request = http.build_request("GET", path, params=params, headers=sent)
             exchange.url = str(request.url)
             try:
