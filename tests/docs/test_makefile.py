@@ -114,18 +114,27 @@ echo "  stub: OK (0.01 seconds)"
 """
 
 
+DECLARATIONS = ("pyproject.toml", "functions/trainer-tinygrad/pyproject.toml", "conformance/pyproject.toml")
+
+
 def run_lanes(
     tmp_path: Path, fail: str = "", fail_setup: str = ""
 ) -> tuple[subprocess.CompletedProcess[str], list[str]]:
-    """scripts/test-lanes in a copy of the repository's layout whose tox is a stub; its result and the stub's calls."""
-    (tmp_path / "scripts").mkdir()
+    """scripts/test-lanes in a copy of the repository's layout whose tox is a stub; its result and the stub's calls.
+    A second call in the same `tmp_path` runs it again on the same copy (the stub's calls of that run only)."""
     script = tmp_path / "scripts" / "test-lanes"
-    script.write_bytes((REPO / "scripts" / "test-lanes").read_bytes())
-    script.chmod(0o755)
+    if not script.exists():
+        script.parent.mkdir()
+        script.write_bytes((REPO / "scripts" / "test-lanes").read_bytes())
+        script.chmod(0o755)
+        for name in DECLARATIONS:
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_bytes((REPO / name).read_bytes())
     stub = tmp_path / "stub-tox"
     stub.write_text(STUB_TOX)
     stub.chmod(0o755)
     calls = tmp_path / "calls.log"
+    calls.unlink(missing_ok=True)
     warm = tmp_path / "stub-warm"
     warm.write_text('#!/usr/bin/env bash\necho "$(nice) warm" >> "$CALLS"\n')
     warm.chmod(0o755)
@@ -139,14 +148,30 @@ def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_n
     done, calls = run_lanes(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     setup, *lanes = calls
-    assert setup == "0 run --notest -e ray,py,fuzz"  # created first, alone: two tox processes would race on .pkg
+    # Created first, alone: two tox processes would race on .pkg. A first run recreates them all (it cannot know what
+    # the packages declared when they were made).
+    assert setup == "0 run --notest --recreate -e ray,py,fuzz"
     assert sorted(lanes) == [
         "0 run --skip-pkg-install -e ray,py,fuzz",
-        "19 run -e lint,type,openapi-client,function,conformance",
+        "19 run --recreate -e lint,type,openapi-client,function,conformance",
         "19 warm",  # the default steps, which `make test` no longer waits for
     ]
-    assert lanes.index("19 warm") < lanes.index("19 run -e lint,type,openapi-client,function,conformance")
+    assert lanes.index("19 warm") < lanes.index("19 run --recreate -e lint,type,openapi-client,function,conformance")
     assert "background lane (lint,type,openapi-client,function,conformance)" in done.stdout
+
+
+def test_make_test_recreates_the_environments_only_when_a_package_declares_other_dependencies(tmp_path: Path) -> None:
+    assert run_lanes(tmp_path)[0].returncode == 0
+    done, calls = run_lanes(tmp_path)  # nothing declared differently: the environments are kept
+    assert done.returncode == 0 and not [c for c in calls if "--recreate" in c], calls
+    declared = tmp_path / "functions" / "trainer-tinygrad" / "pyproject.toml"
+    declared.write_text(declared.read_text().replace("dependencies = [", 'dependencies = [\n    "a-new-one>=1",', 1))
+    done, calls = run_lanes(tmp_path)  # a new dependency of the training function: both lanes' environments anew
+    assert done.returncode == 0
+    assert sorted(c for c in calls if "--recreate" in c) == [
+        "0 run --notest --recreate -e ray,py,fuzz",
+        "19 run --recreate -e lint,type,openapi-client,function,conformance",
+    ]
 
 
 @pytest.mark.parametrize("fail", ["function", "ray"])
