@@ -60,8 +60,12 @@ def test_subscribers_that_never_read_are_dropped_and_free_their_slots(strict: tu
     fds_before = open_fds(server.proc.pid)
     socks = [stalled(server, f"/api/events/training?run_id={run['run_id']}") for _ in range(SLOTS)]
     try:
-        # Every slot taken at first; within a few write deadlines every stalled client is gone.
+        # Every slot taken at first; within a few write deadlines every stalled client is gone. The stalled requests
+        # are served before this test's own: read in one batch, the server could take this one first, give it a slot
+        # and refuse a stalled one (a fresh-clone `make test` did, once test clients started ~25 ms sooner).
         deadline = time.monotonic() + 30
+        while subscribers(server) < SLOTS and time.monotonic() < deadline:
+            time.sleep(0.05)
         with server.client() as client:
             while time.monotonic() < deadline:
                 response, stream = read_sse(client, {"run_id": run["run_id"]}, seconds=20)
