@@ -29,7 +29,7 @@ HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
 CONTRACT = Contract(REPO / "schemas")
 #: The TLS settings of every test client, built once. httpx builds a default context per Client otherwise, reading the
 #: system's CA bundle each time: ~25 ms of CPU, which a client per poll and the tampering proxy's client per forwarded
-#: request made half of the `py` lane's workers' CPU time (py-spy, 2026-12-02). The servers here speak plain HTTP.
+#: request made half of py-spy's samples of the `py` lane's workers (2026-12-02). The servers here speak plain HTTP.
 TLS = ssl.create_default_context()
 
 
