@@ -6,7 +6,6 @@ import json
 import os
 import re
 import signal
-import ssl
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from trainer_conformance.client import tls_context
 from trainer_conformance.sse import SSEDecoder
 
 from reference_server.schemas import Contract
@@ -27,10 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 SCRIPTED = {"TRAINER_COMMAND": f"{sys.executable} {Path(__file__).resolve().with_name('scripted_trainer.py')}"}
 HEADERS = json.loads((REPO / "schemas" / "headers.json").read_text())
 CONTRACT = Contract(REPO / "schemas")
-#: The TLS settings of every test client, built once. httpx builds a default context per Client otherwise, reading the
-#: system's CA bundle each time: ~25 ms of CPU, which a client per poll and the tampering proxy's client per forwarded
-#: request made half of py-spy's samples of the `py` lane's workers (2026-12-02). The servers here speak plain HTTP.
-TLS = ssl.create_default_context()
 
 
 @dataclass
@@ -87,8 +83,10 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
     def client(self, **kwargs: Any) -> httpx.Client:
-        """An httpx client on this server."""
-        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), verify=TLS, **kwargs)
+        """An httpx client on this server, with the suite's TLS settings built once (`tls_context`): httpx builds them
+        for every client otherwise (~25 ms of CPU), and a client per poll made half of py-spy's samples of the `py`
+        lane's workers (2026-12-02)."""
+        return httpx.Client(base_url=self.url, timeout=kwargs.pop("timeout", 30.0), verify=tls_context(), **kwargs)
 
 
 ServerFactory = Callable[..., ServerProcess]

@@ -17,7 +17,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
-from server_harness import TLS
+from trainer_conformance.client import tls_context
 from trainer_conformance.sse import SSEComment, SSEDecoder
 
 _HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host", "te", "trailer", "upgrade"}
@@ -98,7 +98,7 @@ class _ProxyHandler(BaseHTTPRequestHandler):
         headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
         path = self.path.split("?", 1)[0]
         timeout = httpx.Timeout(60.0, read=None)
-        with httpx.Client(base_url=self.owner.upstream, timeout=timeout, verify=TLS) as client:
+        with httpx.Client(base_url=self.owner.upstream, timeout=timeout, verify=tls_context()) as client:
             request = client.build_request(self.command, self.path, headers=headers, content=body)
             response = client.send(request, stream=True)
             try:

@@ -21,7 +21,6 @@ from prometheus_client.parser import text_string_to_metric_families
 from safetensors.numpy import load as load_safetensors
 from server_harness import (
     CONTRACT,
-    TLS,
     ServerProcess,
     SseEvent,
     check_headers,
@@ -31,6 +30,7 @@ from server_harness import (
     start_run,
     wait_for,
 )
+from trainer_conformance.client import tls_context
 
 from reference_server import routes
 from reference_server.schemas import iter_refs
@@ -272,7 +272,7 @@ def test_stream_without_run_id_carries_every_runs_live_events(client: httpx.Clie
         return bool(started) and event.event == "end" and (event.id or "").startswith(started[0] + ":")
 
     def listen() -> None:
-        with httpx.Client(base_url=str(client.base_url), timeout=60, verify=TLS) as c:
+        with httpx.Client(base_url=str(client.base_url), timeout=60, verify=tls_context()) as c:
             _, stream = read_sse(c, {}, seconds=60, stop=is_end_of_started_run)
             received.extend(stream.events)
 
