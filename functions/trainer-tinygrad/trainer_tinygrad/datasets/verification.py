@@ -15,8 +15,8 @@ from .manifest import FileEntry
 _CHUNK = 1 << 20
 GZIP_MAGIC = b"\x1f\x8b"
 #: What reading a truncated or corrupt gzip stream with ISA-L (`isal.igzip`) raises: BadGzipFile (an OSError) and
-#: EOFError as the standard library's gzip does, and isal_zlib.error for a corrupt deflate block. isal's type stub
-#: declares that one as an instance, so the type checker is told it is a class.
+#: EOFError as the standard library's gzip does, and isal_zlib.error for a corrupt deflate block. The cast: isal's
+#: published annotations (its .pyi file) declare that error as an instance, while it is an exception class.
 GZIP_ERRORS = (OSError, EOFError, cast("type[Exception]", isal_zlib.error))
 Matched = Literal["archive", "payload"]
 
