@@ -60,6 +60,14 @@ def test_bad_arguments_exit_2_with_the_reason_on_stderr(argv: list[str], capsys:
     assert captured.out == "" and captured.err.strip()
 
 
+@pytest.mark.parametrize("given", ["0", "-3", "ten"])
+def test_fuzz_examples_must_be_a_count(given: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--base-url", "http://x", "--fuzz", "--fuzz-examples", given])
+    assert exited.value.code == 2
+    assert f"--fuzz-examples: {given!r} is not a whole number of at least 1" in capsys.readouterr().err
+
+
 def test_passing_and_failing_targets_exit_0_and_1_naming_the_evidence(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -3,7 +3,7 @@ the evidence for a status report.
 
     trainer-conformance [run] --base-url URL [--out DIR] [--commit SHA] [--profile NAME] [--dataset NAME]
                         [--owners FILE] [--timeout S] [--ready-timeout S] [--check ID ...] [--run-config JSON]
-                        [--fuzz [--fuzz-seconds S]] [--quiet] [--json]
+                        [--fuzz [--fuzz-seconds S] [--fuzz-examples N]] [--quiet] [--json]
     trainer-conformance gate --commit SHA [--evidence-root DIR] [--profile NAME]
     trainer-conformance list [--markdown | --update FILE]
     trainer-conformance pack --commit SHA [--evidence-root DIR] [--profile NAME]
@@ -95,6 +95,16 @@ def _commit_command(commands: Any, name: str, summary: str, description: str) ->
     sub.add_argument("--profile", default=DEFAULT_PROFILE, choices=profile_names(), help="default: %(default)s")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
 def _run_parser(run: argparse.ArgumentParser) -> None:
     run.formatter_class = argparse.RawDescriptionHelpFormatter
     run.add_argument("--base-url", required=True, help="the target, e.g. http://127.0.0.1:8080")
@@ -141,6 +151,14 @@ def _run_parser(run: argparse.ArgumentParser) -> None:
         help="also run the fuzz checks: Schemathesis against the target's /openapi.json (needs the `fuzz` extra)",
     )
     run.add_argument("--fuzz-seconds", type=float, default=None, help="time budget of each fuzz phase (default 60)")
+    run.add_argument(
+        "--fuzz-examples",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="examples per operation in each fuzz phase (default 50); without --fuzz-seconds, one pass bounded by "
+        "examples instead of time: the same test cases however loaded the machine is",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress on stderr")
     run.add_argument("--json", action="store_true", help="print the summary as JSON on stdout (the verdict: stderr)")
 
@@ -191,9 +209,10 @@ def run_main(options: argparse.Namespace) -> int:
             return _could_not_run(problem, options.json)
         if patterns and not any(p == "fuzz" or p.startswith("fuzz.") for p in patterns):
             patterns.append("fuzz")
-        fuzz_seconds = options.fuzz_seconds or DEFAULT_PHASE_SECONDS
+        fuzz_examples = options.fuzz_examples
+        fuzz_seconds = options.fuzz_seconds or (None if fuzz_examples else DEFAULT_PHASE_SECONDS)
     else:
-        fuzz_seconds = None
+        fuzz_seconds, fuzz_examples = None, None
     outcome = run_suite(
         Options(
             base_url=options.base_url,
@@ -204,6 +223,7 @@ def run_main(options: argparse.Namespace) -> int:
             profile=options.profile,
             ready_timeout=options.ready_timeout,
             fuzz_seconds=fuzz_seconds,
+            fuzz_examples=fuzz_examples,
         ),
         out=options.out,
         commit=options.commit,

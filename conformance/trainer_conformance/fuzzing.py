@@ -1,4 +1,4 @@
-"""Schemathesis against the target's own /openapi.json, one phase at a time, bounded in time (`--fuzz`).
+"""Schemathesis against the target's own /openapi.json, one phase at a time, bounded in time or in examples (`--fuzz`).
 
 Schemathesis is an optional extra (`pip install 'trainer-conformance[fuzz]'`); it runs as its own command, so its
 dependencies never load into the suite. Each phase writes `fuzz/<mode>/`: the command's output, Schemathesis' JSON
@@ -29,6 +29,8 @@ MAX_EXAMPLES = 50
 SEED = 20250101
 #: Schemathesis overruns --max-time by the operation in flight; past this much more it is stopped.
 OVERRUN_S = 120.0
+#: A phase bounded by examples alone (--fuzz-examples without --fuzz-seconds) is stopped after this long.
+PASS_LIMIT_S = 600.0
 _CONFIG = """\
 max-stream-events = 50
 
@@ -96,11 +98,17 @@ def run_phase(
     folder: Path,
     *,
     run_id: str | None,
-    seconds: float,
+    seconds: float | None,
+    examples: int | None = None,
     token: str | None = None,
     exclude: tuple[str, ...] = (),
 ) -> FuzzPhase:
-    """Run Schemathesis in `mode` (positive or negative) against `base_url`'s /openapi.json, writing into `folder`."""
+    """Run Schemathesis in `mode` (positive or negative) against `base_url`'s /openapi.json, writing into `folder`.
+
+    With `seconds`, Schemathesis' `--max-time`: it generates `examples` (default MAX_EXAMPLES) per operation, then
+    keeps generating more until the budget is spent. With `examples` alone, one pass of at most that many per
+    operation, however long it takes (up to PASS_LIMIT_S): the same test cases on a fast machine and a loaded one.
+    """
     command = _command()
     if command is None:
         return FuzzPhase(mode, None, 0.0, error=fuzzing_available())
@@ -110,25 +118,27 @@ def run_phase(
     argv = [
         command, "--config-file", str(config), "run", f"{base_url.rstrip('/')}/openapi.json",
         "--mode", mode, "--phases", "examples,coverage,fuzzing", "--checks", "all",
-        "--max-examples", str(MAX_EXAMPLES), "--max-time", str(max(1, round(seconds))), "--seed", str(SEED),
+        "--max-examples", str(examples or MAX_EXAMPLES), "--seed", str(SEED),
         "--generation-database", "none", "--workers", "1", "--request-timeout", "10", "--no-color",
         "--suppress-health-check", "filter_too_much",
         "--report", "junit,json", "--report-junit-path", str(folder / "junit.xml"),
         "--report-json-path", str(folder / "report.json"),
     ]  # fmt: skip
+    if seconds is not None:
+        argv += ["--max-time", str(max(1, round(seconds)))]
     for name in exclude:
         argv += ["--exclude-name", name]
+    limit = PASS_LIMIT_S if seconds is None else seconds + OVERRUN_S
     if token:
         argv += ["-H", f"Authorization: Bearer {token}"]
     started = time.monotonic()
     try:
-        done = subprocess.run(
-            argv, capture_output=True, text=True, timeout=seconds + OVERRUN_S, cwd=folder, check=False
-        )
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=limit, cwd=folder, check=False)
         returncode, output = done.returncode, done.stdout + done.stderr
         error = None
     except subprocess.TimeoutExpired as exc:
-        returncode, error = None, f"Schemathesis ran past its budget of {seconds:g} s + {OVERRUN_S:g} s and was stopped"
+        budget = f"its limit of {limit:g} s" if seconds is None else f"its budget of {seconds:g} s + {OVERRUN_S:g} s"
+        returncode, error = None, f"Schemathesis ran past {budget} and was stopped"
         output = _text(exc.stdout) + _text(exc.stderr)
     phase = FuzzPhase(mode, returncode, round(time.monotonic() - started, 3), error=error)
     # The token never reaches the evidence (Schemathesis sanitises its own output; the command line is ours).

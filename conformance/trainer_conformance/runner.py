@@ -75,7 +75,8 @@ def run_suite(
     defaults to `evidence/<the profile's verify_dir>`)."""
     progress = progress or Progress()
     try:
-        chosen = select(patterns or [], include_optional=options.fuzz_seconds is not None)
+        fuzzing = options.fuzz_seconds is not None or options.fuzz_examples is not None
+        chosen = select(patterns or [], include_optional=fuzzing)
         owners = CodeOwners.load(owners_file) if owners_file else None
         profile = load_profile(options.profile)
     except (KeyError, OSError) as exc:

@@ -57,8 +57,12 @@ class Options:
     profile: str = DEFAULT_PROFILE
     #: Seconds to wait for /readyz to say ready before checking.
     ready_timeout: float = DEFAULT_READY_TIMEOUT_S
-    #: With --fuzz: each fuzz phase's time budget in seconds (None: fuzz checks only when --check names them).
+    #: With --fuzz: each fuzz phase's time budget in seconds (None: fuzz checks only when --check names them, or
+    #: with fuzz_examples alone).
     fuzz_seconds: float | None = None
+    #: With --fuzz: examples per operation in each fuzz phase (None: MAX_EXAMPLES); alone, without fuzz_seconds,
+    #: each phase is one pass bounded by examples instead of time.
+    fuzz_examples: int | None = None
     #: Extra fields for the main run's request. Empty by default: the SSE rate requirement is defined for the
     #: target's defaults, and the gate accepts only reports whose main run asked for nothing but a dataset.
     main_request: dict[str, Any] = field(default_factory=dict)

@@ -19,8 +19,10 @@ def _phase(s: Session, mode: str, exclude: tuple[str, ...] = ()) -> tuple[FuzzPh
     if problem := fuzzing_available():
         raise CheckSkipped(problem)
     main = s.runs.get("main")
-    seconds = s.options.fuzz_seconds or DEFAULT_PHASE_SECONDS
-    s.progress.status("fuzz", f"Schemathesis, {mode} phase (up to {seconds:g} s)", milestone=True)
+    examples = s.options.fuzz_examples
+    seconds = s.options.fuzz_seconds or (None if examples else DEFAULT_PHASE_SECONDS)
+    bound = f"{examples} examples per operation" if seconds is None else f"{seconds:g} s"
+    s.progress.status("fuzz", f"Schemathesis, {mode} phase (up to {bound})", milestone=True)
     before = _run_ids(s)
     phase = run_phase(
         s.client.base_url,
@@ -28,6 +30,7 @@ def _phase(s: Session, mode: str, exclude: tuple[str, ...] = ()) -> tuple[FuzzPh
         s.folder.path(f"fuzz/{mode}"),
         run_id=main.run_id if main else None,
         seconds=seconds,
+        examples=examples,
         token=s.options.token,
         exclude=exclude,
     )
@@ -81,7 +84,8 @@ def _judge(phase: FuzzPhase, evidence: list[str], title: str) -> dict[str, Any]:
 @check(
     "fuzz.positive",
     "Schema-valid requests are served as documented",
-    "Schemathesis (examples, coverage and fuzzing phases, positive mode, every check, bounded by --fuzz-seconds) "
+    "Schemathesis (examples, coverage and fuzzing phases, positive mode, every check, bounded by --fuzz-seconds or "
+    "--fuzz-examples) "
     "sends schema-valid requests generated from the target's /openapi.json to every operation except "
     f"{_STARTS_RUNS}: each is accepted, answered without a 5xx, with a documented status, content type, headers "
     "and a body valid against the documented schema.",
@@ -99,7 +103,8 @@ def positive(s: Session) -> dict[str, Any]:
 @check(
     "fuzz.negative",
     "Schema-invalid requests are refused",
-    "Schemathesis (negative mode, every operation, bounded by --fuzz-seconds) sends requests that break the "
+    "Schemathesis (negative mode, every operation, bounded by --fuzz-seconds or --fuzz-examples) sends requests "
+    "that break the "
     "target's /openapi.json: each is refused with a 4xx, never answered 2xx or 5xx; any run a schema-valid variant "
     "started is cancelled.",
     evidence="`fuzz/negative/` (Schemathesis' output, JSON report, JUnit with a reproducing request per failure, "
