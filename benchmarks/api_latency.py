@@ -175,7 +175,7 @@ def benchmark(ws: Workspace) -> Report:
         f"{rate:.0f} requests/s per endpoint for {seconds:.0f} s, open loop, keep-alive connections, one client "
         f"process; latency from each request's scheduled time to its full response; {repeats} repeat(s) per server, "
         "each on a fresh server, percentiles over all their requests. Target: p99 < 15 ms while training.",
-        f"'training': an mlp run of {steps} steps, measured from when it has reported its first steps (then cancelled); "
+        f"'training': an mlp run of {steps} steps, measured once it has reported its first steps (then cancelled); "
         "'idle': a finished 30-step run.",
     ]
     if before_root is not None:
