@@ -147,17 +147,19 @@ def run_lanes(
 def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_niced(tmp_path: Path) -> None:
     done, calls = run_lanes(tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
-    setup, *lanes = calls
-    # Created first, alone: two tox processes would race on .pkg. A first run recreates them all (it cannot know what
-    # the packages declared when they were made).
-    assert setup == "0 run --notest --recreate -e ray,py,fuzz"
-    assert sorted(lanes) == [
+    # A first run recreates them all (it cannot know what the packages declared when they were made).
+    setup, early, late, tests = (
+        "0 run --notest --recreate -e ray,py,fuzz",
+        "19 run --recreate -e lint,function,conformance",
+        "19 run --recreate -e type,openapi-client",
         "0 run --skip-pkg-install -e ray,py,fuzz",
-        "19 run --recreate -e lint,type,openapi-client,function,conformance",
-        "19 warm",  # the default steps, which `make test` no longer waits for
-    ]
-    assert lanes.index("19 warm") < lanes.index("19 run --recreate -e lint,type,openapi-client,function,conformance")
-    assert "background lane (lint,type,openapi-client,function,conformance)" in done.stdout
+    )
+    assert sorted(calls) == [setup, tests, early, late, "19 warm"]  # warm: the default steps, not waited for
+    assert calls.index("19 warm") < calls.index(early) < calls.index(late)
+    # The environments that tox installs this tree into are made after the foreground's, which builds the package:
+    # two tox processes would race on .pkg. The others are made beside it.
+    assert calls.index(setup) < calls.index(late) and calls.index(setup) < calls.index(tests)
+    assert "background lane (lint,function,conformance,type,openapi-client)" in done.stdout
 
 
 def test_make_test_recreates_the_environments_only_when_a_package_declares_other_dependencies(tmp_path: Path) -> None:
@@ -170,7 +172,8 @@ def test_make_test_recreates_the_environments_only_when_a_package_declares_other
     assert done.returncode == 0
     assert sorted(c for c in calls if "--recreate" in c) == [
         "0 run --notest --recreate -e ray,py,fuzz",
-        "19 run --recreate -e lint,type,openapi-client,function,conformance",
+        "19 run --recreate -e lint,function,conformance",
+        "19 run --recreate -e type,openapi-client",
     ]
 
 
@@ -178,7 +181,7 @@ def test_make_test_recreates_the_environments_only_when_a_package_declares_other
 def test_make_test_fails_when_either_lane_fails_and_shows_the_background_log(tmp_path: Path, fail: str) -> None:
     done, calls = run_lanes(tmp_path, fail=fail)
     assert done.returncode != 0
-    assert len(calls) == 4, "both lanes ran to their end"
+    assert len(calls) == 5, "both lanes ran to their end"
     if fail == "function":
         assert "FAILED; its log" in done.stdout and "function: FAIL code 1 (stub)" in done.stdout
     else:
@@ -187,5 +190,7 @@ def test_make_test_fails_when_either_lane_fails_and_shows_the_background_log(tmp
 
 def test_make_test_stops_at_once_when_the_environments_cannot_be_created(tmp_path: Path) -> None:
     done, calls = run_lanes(tmp_path, fail_setup="1")
-    assert done.returncode == 1 and len(calls) == 1, calls
+    assert done.returncode == 1, calls
+    # Neither the tests nor the environments made from the package ran; the background lane was stopped.
+    assert not [c for c in calls if "--skip-pkg-install" in c or "type" in c], calls
     assert "setup: broken (stub)" in done.stdout and "creating the tox environments failed" in done.stdout
