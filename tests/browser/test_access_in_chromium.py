@@ -39,7 +39,7 @@ def api(guarded: ServerProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def finished(api: httpx.Client) -> dict[str, Any]:
-    run = start_run(api, steps=100, batch_size=512, log_every=5, checkpoint_every=50, eval_samples=500)
+    run = start_run(api, steps=100, log_every=5, checkpoint_every=50, eval_samples=500)  # looked at once finished
     return wait_for(api, run["run_id"], {"succeeded", "failed"}, timeout=300)
 
 

@@ -25,7 +25,7 @@ def api(web: ServerProcess) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def finished(api: httpx.Client) -> dict[str, Any]:
-    run = start_run(api, steps=150, batch_size=512, log_every=5, checkpoint_every=50, eval_samples=500, name="disk")
+    run = start_run(api, steps=150, log_every=5, checkpoint_every=50, eval_samples=500, name="disk")
     return wait_for(api, run["run_id"], {"succeeded", "failed"}, timeout=300)
 
 
