@@ -149,10 +149,10 @@ def test_make_test_runs_the_clock_reading_lane_at_normal_priority_and_the_rest_n
     assert done.returncode == 0, done.stdout + done.stderr
     # A first run recreates them all (it cannot know what the packages declared when they were made).
     setup, early, late, tests = (
-        "0 run --notest --recreate -e ray,py,fuzz",
+        "0 run --notest --recreate -e ray,py",
         "19 run --recreate -e lint,function,conformance",
         "19 run --recreate -e type,openapi-client",
-        "0 run --skip-pkg-install -e ray,py,fuzz",
+        "0 run --skip-pkg-install -e ray,py",
     )
     assert sorted(calls) == [setup, tests, early, late, "19 warm"]  # warm: the default steps, not waited for
     assert calls.index("19 warm") < calls.index(early) < calls.index(late)
@@ -171,7 +171,7 @@ def test_make_test_recreates_the_environments_only_when_a_package_declares_other
     done, calls = run_lanes(tmp_path)  # a new dependency of the training function: both lanes' environments anew
     assert done.returncode == 0
     assert sorted(c for c in calls if "--recreate" in c) == [
-        "0 run --notest --recreate -e ray,py,fuzz",
+        "0 run --notest --recreate -e ray,py",
         "19 run --recreate -e lint,function,conformance",
         "19 run --recreate -e type,openapi-client",
     ]

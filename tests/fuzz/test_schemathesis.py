@@ -6,7 +6,7 @@ trainers are the scripted trainer (tests/scripted_trainer.py): what is fuzzed is
 code whichever trainer speaks the protocol behind it, and a run that a schema-valid body starts then costs no
 tinygrad process (5 real trainers and ~14 CPU-s a `make test` before). The positive phase leaves POST
 /api/training/runs out (the server tests start runs), the negative phase sends it every kind of schema-invalid body.
-Skipped where Schemathesis is not installed (the `fuzz` tox environment installs it).
+Skipped where Schemathesis is not installed (the `py` tox environment installs the suite's fuzz extra).
 """
 
 from __future__ import annotations
@@ -98,9 +98,9 @@ def check_clean(result: subprocess.CompletedProcess[str], server: ServerProcess)
     assert not errors, errors[:5]
 
 
-# The `fuzz` lane's two workers each take one group: this file's phases (~12 and ~17 s alone) and the suite's fuzz
-# tests (tests/integration/test_conformance_fuzz.py, ~7, ~8 and ~3 s) split so that both end together. Each worker
-# that runs a test of a file starts that file's server.
+# Two groups, so that two of the `py` pool's workers share the fuzzing: this file's phases (~12 and ~17 s alone) and
+# the suite's fuzz tests (tests/integration/test_conformance_fuzz.py, ~7, ~8 and ~3 s) split so that each group takes
+# about as long. Each worker that runs a test of a file starts that file's server.
 @pytest.mark.xdist_group("fuzz-b")
 def test_positive_phase_every_valid_request_is_served_as_documented(target: tuple[ServerProcess, Path]) -> None:
     result = fuzz(target, "positive", ["--exclude-name", "POST /api/training/runs"])

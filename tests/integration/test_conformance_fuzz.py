@@ -1,9 +1,9 @@
 """`--fuzz`: Schemathesis as a check family of the suite, against the real server and a proxy that breaks it.
 
-Runs where Schemathesis is installed (the `fuzz` tox environment). The suite's phases here are bounded by examples
-(`fuzz_examples`), not time: one pass of a few examples per operation tests every operation, on a fast machine and a
-loaded one alike (a 10-s budget tested 7 operations once while `make test` loaded the cores), in ~3 s instead of 10.
-The time budget (`--fuzz-seconds`, Schemathesis' `--max-time`) has its own test.
+Runs where Schemathesis is installed (the `py` tox environment, with the suite's fuzz extra). The suite's phases here
+are bounded by examples (`fuzz_examples`), not time: one pass of a few examples per operation tests every operation, on
+a fast machine and a loaded one alike (a 10-s budget tested 7 operations once while `make test` loaded the cores), in ~3
+s instead of 10. The time budget (`--fuzz-seconds`, Schemathesis' `--max-time`) has its own test.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class AcceptsInvalidRuns(Tamper):
         return 201 if invalid else status
 
 
-@pytest.mark.xdist_group("fuzz-a")  # the fuzz lane's two workers: see tests/fuzz/test_schemathesis.py
+@pytest.mark.xdist_group("fuzz-a")  # two groups: see tests/fuzz/test_schemathesis.py
 def test_valid_requests_generated_from_the_served_openapi_are_served_as_documented(
     reference_server: RunningServer, tmp_path: Path
 ) -> None:
