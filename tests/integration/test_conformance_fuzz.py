@@ -2,8 +2,8 @@
 
 Runs where Schemathesis is installed (the `py` tox environment, with the suite's fuzz extra). The suite's phases here
 are bounded by examples (`fuzz_examples`), not time: one pass of a few examples per operation tests every operation, on
-a fast machine and a loaded one alike (a 10-s budget tested 7 operations once while `make test` loaded the cores), in ~3
-s instead of 10. The time budget (`--fuzz-seconds`, Schemathesis' `--max-time`) has its own test.
+a fast machine and a loaded one alike (a 10-second budget tested 7 operations once while `make test` loaded the cores),
+in about 3 seconds instead of 10. The time budget (`--fuzz-seconds`, Schemathesis' `--max-time`) has its own test.
 """
 
 from __future__ import annotations
