@@ -67,6 +67,8 @@ def test_a_time_budget_keeps_generating_until_it_is_spent(reference_server: Runn
     # --fuzz-seconds: Schemathesis' --max-time, which goes on past the examples' first pass until the budget ends.
     phase = run_phase(reference_server.url, "positive", tmp_path, run_id=None, seconds=2, examples=1,
                       exclude=("POST /api/training/runs",))  # fmt: skip
-    assert phase.error is None and phase.returncode == 0, phase
+    assert phase.error is None and phase.returncode == 0 and not phase.failures, phase
+    # How much a 2-s budget tests depends on the machine's load (under `make test`, once, nothing: loading the
+    # specification took it all); that it stopped for the budget, and only for it, does not.
     assert phase.report["stop_reason"] == "max_time" and 2 <= phase.seconds < 60, phase.report
-    assert phase.tested >= 1 and not phase.failures
+    assert "--max-time 2 " in phase.report["command"] and "--max-examples 1 " in phase.report["command"]
