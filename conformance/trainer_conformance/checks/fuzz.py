@@ -85,10 +85,9 @@ def _judge(phase: FuzzPhase, evidence: list[str], title: str) -> dict[str, Any]:
     "fuzz.positive",
     "Schema-valid requests are served as documented",
     "Schemathesis (examples, coverage and fuzzing phases, positive mode, every check, bounded by --fuzz-seconds or "
-    "--fuzz-examples) "
-    "sends schema-valid requests generated from the target's /openapi.json to every operation except "
-    f"{_STARTS_RUNS}: each is accepted, answered without a 5xx, with a documented status, content type, headers "
-    "and a body valid against the documented schema.",
+    "--fuzz-examples) sends schema-valid requests generated from the target's /openapi.json to every operation "
+    f"except {_STARTS_RUNS}: each is accepted, answered without a 5xx, with a documented status, content type, "
+    "headers and a body valid against the documented schema.",
     evidence="`fuzz/positive/` (Schemathesis' output, JSON report, JUnit with a reproducing request per failure, "
     "configuration)",
     needs={"main"},
@@ -104,9 +103,8 @@ def positive(s: Session) -> dict[str, Any]:
     "fuzz.negative",
     "Schema-invalid requests are refused",
     "Schemathesis (negative mode, every operation, bounded by --fuzz-seconds or --fuzz-examples) sends requests "
-    "that break the "
-    "target's /openapi.json: each is refused with a 4xx, never answered 2xx or 5xx; any run a schema-valid variant "
-    "started is cancelled.",
+    "that break the target's /openapi.json: each is refused with a 4xx, never answered 2xx or 5xx; any run a "
+    "schema-valid variant started is cancelled.",
     evidence="`fuzz/negative/` (Schemathesis' output, JSON report, JUnit with a reproducing request per failure, "
     "configuration)",
     needs={"main"},
