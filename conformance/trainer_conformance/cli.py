@@ -203,14 +203,14 @@ def run_main(options: argparse.Namespace) -> int:
         return _could_not_run(f"--base-url {options.base_url!r} is not an http(s) URL", options.json)
     patterns = list(options.check)
     if options.fuzz:
-        from .fuzzing import DEFAULT_PHASE_SECONDS, fuzzing_available
+        from .fuzzing import fuzzing_available, phase_seconds
 
         if problem := fuzzing_available():
             return _could_not_run(problem, options.json)
         if patterns and not any(p == "fuzz" or p.startswith("fuzz.") for p in patterns):
             patterns.append("fuzz")
         fuzz_examples = options.fuzz_examples
-        fuzz_seconds = options.fuzz_seconds or (None if fuzz_examples else DEFAULT_PHASE_SECONDS)
+        fuzz_seconds = phase_seconds(options.fuzz_seconds, fuzz_examples)
     else:
         fuzz_seconds, fuzz_examples = None, None
     outcome = run_suite(

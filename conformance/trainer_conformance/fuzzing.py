@@ -80,6 +80,12 @@ class FuzzPhase:
         return int(self.report.get("operations", {}).get("tested", 0))
 
 
+def phase_seconds(seconds: float | None, examples: int | None) -> float | None:
+    """A phase's time budget: `--fuzz-seconds` when given; none when `--fuzz-examples` alone bounds it; else
+    DEFAULT_PHASE_SECONDS."""
+    return seconds or (None if examples else DEFAULT_PHASE_SECONDS)
+
+
 def fuzzing_available() -> str | None:
     """None when Schemathesis can run here, else why not (and how to get it)."""
     if importlib.util.find_spec("schemathesis") is None or _command() is None:

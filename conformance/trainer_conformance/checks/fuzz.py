@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..failures import CheckFailure, CheckSkipped, TargetUnreachable
-from ..fuzzing import DEFAULT_PHASE_SECONDS, FuzzPhase, fuzzing_available, run_phase
+from ..fuzzing import FuzzPhase, fuzzing_available, phase_seconds, run_phase
 from ..registry import check
 from ..session import TERMINAL, Session
 
@@ -20,7 +20,7 @@ def _phase(s: Session, mode: str, exclude: tuple[str, ...] = ()) -> tuple[FuzzPh
         raise CheckSkipped(problem)
     main = s.runs.get("main")
     examples = s.options.fuzz_examples
-    seconds = s.options.fuzz_seconds or (None if examples else DEFAULT_PHASE_SECONDS)
+    seconds = phase_seconds(s.options.fuzz_seconds, examples)
     bound = f"{examples} examples per operation" if seconds is None else f"{seconds:g} s"
     s.progress.status("fuzz", f"Schemathesis, {mode} phase (up to {bound})", milestone=True)
     before = _run_ids(s)
