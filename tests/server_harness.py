@@ -195,9 +195,14 @@ def parse_sse(
     stop: Callable[[SseEvent], bool] | None = None,
 ) -> SseStream:
     """Decode a stream's bytes with the suite's WHATWG decoder (the project's one SSE parser); stops at EOF, at
-    `until` (monotonic), or after an event for which `stop` is true."""
+    `until` (monotonic), or after an event for which `stop` is true.
+
+    A chunk that arrives after `until` is not read: the wait for it blocks past the deadline, and counting it would
+    make "N comments in S seconds" count one heartbeat more than S seconds hold (7 in 6 heartbeats once)."""
     decoder = SSEDecoder()
     for chunk in chunks:
+        if until is not None and time.monotonic() > until:
+            return stream
         seen = len(decoder.comments)
         for event in decoder.feed(chunk):
             stream.events.append(SseEvent(event.id or None, event.event, event.data, time.monotonic()))
