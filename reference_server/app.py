@@ -72,14 +72,24 @@ PENDING_RETRY_S = 5.0
 
 
 def make_executor(settings: Settings, data_dir: Path, env: Mapping[str, str]) -> Executor:
-    """The executor the settings name (Ray is imported only when chosen); ConfigError when it cannot be used."""
+    """The executor the settings name (Ray is imported only when chosen); ConfigError when it cannot be used.
+
+    `--trainer-command` applies to both: the local executor runs it here, the Ray executor on the node (unset, each
+    node runs its own interpreter's `-m trainer_tinygrad`)."""
+    given = shlex.split(settings.trainer_command) if settings.trainer_command else None
     if settings.executor == "ray":
         if importlib.util.find_spec("ray") is None:
             raise ConfigError("--executor ray needs Ray: pip install 'trainer-tinygrad-server[ray]' (make setup does)")
         from .executors.ray_cluster import RayExecutor
 
-        return RayExecutor(settings.ray_address, data_dir=data_dir, env=env, cpus_per_run=settings.ray_cpus_per_run)
-    command = shlex.split(settings.trainer_command) if settings.trainer_command else DEFAULT_COMMAND
+        return RayExecutor(
+            settings.ray_address,
+            data_dir=data_dir,
+            env=env,
+            cpus_per_run=settings.ray_cpus_per_run,
+            command=given,
+        )
+    command = DEFAULT_COMMAND if given is None else given
     return LocalExecutor(settings.resolved_work_dir(), data_dir, env=env, command=command, nice=settings.trainer_nice)
 
 

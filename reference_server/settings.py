@@ -50,7 +50,7 @@ class Settings:
     shutdown_drain_s: float = 10.0
     min_free_bytes: int = 64 << 20
     trainer_nice: int = 10
-    trainer_command: str | None = None  # None: this interpreter's `-m trainer_tinygrad`
+    trainer_command: str | None = None  # None: this interpreter's (on Ray: the node's) `-m trainer_tinygrad`
     executor: str = "local"
     ray_address: str | None = None
     ray_cpus_per_run: float = 1.0
@@ -149,7 +149,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "trainer_command",
         "TRAINER_COMMAND",
-        "the command that runs the training function (local executor); `train ...` or `device` is appended",
+        "the command that runs the training function; `train ...` or `device` is appended (with --executor ray it"
+        " runs on the node, so it must exist at that path on every Ray node; unset there: the node's Python)",
         shown_default="this Python's -m trainer_tinygrad",
     ),
     Option("executor", "TRAINER_EXECUTOR", "where trainers run: local (child processes) or ray", choices=EXECUTORS),

@@ -2,10 +2,11 @@
 
 Ray places a detached actor per run (`ray_host.TrainerHost`, named `trainer-<run_id>` in the namespace
 `trainer-tinygrad`) on a node with `--ray-cpus-per-run` CPUs free, and one GPU when the trainers' device (`DEV`) is a
-GPU. The actor starts the trainer there; the server long-polls it for protocol messages (SSE stays live through
-Ray), asks it for each checkpoint's bytes (they travel through Ray's object store, and the server still checks their
-SHA-256 before they enter the evidence), and sends SIGTERM, then SIGKILL after the grace period, when a run is
-cancelled. No file system is shared: a resumed run's checkpoint travels to its node the same way.
+GPU. The actor starts the trainer there (`--trainer-command` when given, which must then exist at that path on
+every node; by default the node's own `python -m trainer_tinygrad`); the server long-polls it for protocol messages
+(SSE stays live through Ray), asks it for each checkpoint's bytes (they travel through Ray's object store, and the
+server still checks their SHA-256 before they enter the evidence), and sends SIGTERM, then SIGKILL after the grace
+period, when a run is cancelled. No file system is shared: a resumed run's checkpoint travels to its node the same way.
 
 When a node dies, every call to its actor fails (Ray notices a dead node within its health-check period): the run is
 `interrupted` with `node_lost` and may resume by itself on another node. When the server stops, the actors go on;
@@ -25,7 +26,7 @@ import io
 import logging
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -185,9 +186,12 @@ class RayExecutor:
         data_dir: Path | None,
         env: Mapping[str, str],
         cpus_per_run: float = 1.0,
+        command: Sequence[str] | None = None,
     ) -> None:
         self.address = address or "auto"
         self.data_dir = data_dir
+        #: The trainer command, run on the node (None: the node's interpreter's `-m trainer_tinygrad`).
+        self.command = list(command) if command else None
         self.env = {k: env[k] for k in PASSED_ENV if k in env}
         self.cpus_per_run = cpus_per_run
         self.gpus_per_run = 1 if self.env.get("DEV", "").split(":")[0].upper() in GPU_DEVICES else 0
@@ -272,6 +276,7 @@ class RayExecutor:
             data_dir,
             resume_name=resume_name,
             resume_bytes=resume_bytes,
+            command=self.command,
         )
 
     async def reattach(self, launch: Launch, after_seq: int) -> RayTrainer | None:
@@ -296,7 +301,7 @@ class RayExecutor:
         ray = _ray()
         task = ray.remote(ray_host.probe_device).options(num_cpus=0)
         try:
-            report: dict[str, Any] = await asyncio.wait_for(task.remote(self.env), 180)
+            report: dict[str, Any] = await asyncio.wait_for(task.remote(self.env, self.command), 180)
             nodes = await asyncio.get_running_loop().run_in_executor(None, ray.nodes)
         except Exception as exc:
             return {"ok": False, "reason": f"the Ray cluster did not run the device probe: {exc}"}

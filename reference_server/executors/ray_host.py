@@ -1,5 +1,6 @@
-"""The Ray actor that hosts one trainer on a cluster node: `python -m trainer_tinygrad train` as a child process, its
-protocol messages numbered and kept, its checkpoints handed out as bytes (through Ray's object store), its log tail.
+"""The Ray actor that hosts one trainer on a cluster node: `python -m trainer_tinygrad train` (or the server's
+`--trainer-command`, which must exist at that path on every node) as a child process, its protocol messages numbered
+and kept, its checkpoints handed out as bytes (through Ray's object store), its log tail.
 
 The actor is detached and named after its run, so it (and its trainer) go on while the server is away; a server
 that comes back finds it by name and asks for the messages after the last one its log recorded. Nothing here is
@@ -30,6 +31,11 @@ _CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9._-]+\.safetensors$")
 _LOG_LINES = 2000
 
 
+def _command(command: list[str] | None) -> list[str]:
+    """The trainer command on this node: the one given, or this node's interpreter's `-m trainer_tinygrad`."""
+    return list(command) if command else [sys.executable, "-m", "trainer_tinygrad"]
+
+
 class TrainerHost:
     """One trainer process on the node this actor was placed on."""
 
@@ -42,6 +48,7 @@ class TrainerHost:
         *,
         resume_name: str | None = None,
         resume_bytes: bytes | None = None,
+        command: list[str] | None = None,
     ) -> None:
         import ray  # the actor runs inside Ray
 
@@ -51,7 +58,7 @@ class TrainerHost:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"trainer-{run_id}-"))
         config_path = self.workdir / "config.json"
         config_path.write_text(json.dumps(config), encoding="utf-8")
-        argv = [sys.executable, "-m", "trainer_tinygrad", "train", "--config", str(config_path)]
+        argv = [*_command(command), "train", "--config", str(config_path)]
         argv += ["--out", str(self.workdir), "--run-id", run_id]
         child_env = dict(os.environ) | env | {"MOCKS_DISABLED": "1", "PYTHONUNBUFFERED": "1"}
         if data_dir and Path(data_dir).is_dir():  # the server's data dir, when this node has it too
@@ -147,11 +154,12 @@ class TrainerHost:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def probe_device(env: dict[str, str]) -> dict[str, Any]:
-    """`python -m trainer_tinygrad device` on whichever node runs this task."""
+def probe_device(env: dict[str, str], command: list[str] | None = None) -> dict[str, Any]:
+    """`python -m trainer_tinygrad device` (or `<command> device`) on whichever node runs this task."""
+    argv = [*_command(command), "device"]
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "trainer_tinygrad", "device"],
+            argv,
             env=dict(os.environ) | env | {"MOCKS_DISABLED": "1"},
             capture_output=True,
             text=True,
@@ -159,7 +167,7 @@ def probe_device(env: dict[str, str]) -> dict[str, Any]:
             check=False,
         )
     except (OSError, subprocess.TimeoutExpired) as exc:
-        return {"ok": False, "reason": f"`trainer_tinygrad device` on {socket.gethostname()}: {exc}"}
+        return {"ok": False, "reason": f"`{' '.join(argv)}` on {socket.gethostname()}: {exc}"}
     for line in reversed(done.stdout.splitlines()):
         with contextlib.suppress(ValueError):
             report = json.loads(line)

@@ -20,8 +20,9 @@ import pytest
 from reference_server.executors.ray_host import TrainerHost
 from tooling.ray_local import LocalRayCluster, RayNode, on_loopback_only
 
-#: What a run leaves on a node: the Ray executor's actor (Ray titles its process `ray::<class>`) and its trainer.
-RUN_PROCESSES = (f"ray::{TrainerHost.__name__}", "trainer_tinygrad")
+#: What a run leaves on a node: the Ray executor's actor (Ray titles its process `ray::<class>`) and its trainer,
+#: real or scripted (tests/scripted_trainer.py, which most of these tests run through TRAINER_COMMAND).
+RUN_PROCESSES = (f"ray::{TrainerHost.__name__}", "trainer_tinygrad", "scripted_trainer")
 
 
 @pytest.fixture(autouse=True)
