@@ -27,4 +27,6 @@ def test_control_runs_wait_for_the_rate_window_and_a_refusal_is_asked_again_afte
     running_at, succeeded_at = main.due[1], main.due[-2]
     assert refused and all(running_at + RATE_WINDOW_S <= t < succeeded_at for t in refused), "tried inside the tail"
     assert len(controls) == 2 and all(c.created >= succeeded_at for c in controls), "asked again after its end"
-    assert sum("refused (429)" in note for note in outcome.report["notes"]) == 2
+    # Each refusal is reported. Usually both control runs are refused in the ~2-s tail; under load the second request
+    # can come after the main run's end and be accepted at once (seen once under `make test`'s niced lane).
+    assert sum("refused (429)" in note for note in outcome.report["notes"]) == len(refused)
