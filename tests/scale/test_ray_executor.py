@@ -14,8 +14,6 @@ loss falls and re-evaluates checkpoints, so its runs train for real.
 from __future__ import annotations
 
 import json
-import shlex
-import shutil
 import signal
 import socket
 import subprocess
@@ -49,8 +47,7 @@ def scripted(steps_per_s: int) -> dict[str, str]:
     The Ray executor hands a node only DEV, CACHEDB, BEAM and NUM_CPU_THREADS of the server's environment (and the
     nodes' own environment is the one the session's cluster started with), so the pace travels in the command:
     `env SCRIPTED_STEPS_PER_S=N python tests/scripted_trainer.py`."""
-    pace = [shutil.which("env") or "/usr/bin/env", f"SCRIPTED_STEPS_PER_S={steps_per_s}"]
-    return {"TRAINER_COMMAND": f"{shlex.join(pace)} {SCRIPTED['TRAINER_COMMAND']}"}
+    return {"TRAINER_COMMAND": f"env SCRIPTED_STEPS_PER_S={steps_per_s} {SCRIPTED['TRAINER_COMMAND']}"}
 
 
 def ray_server(server_factory: ServerFactory, cluster: LocalRayCluster, *args: str, **kwargs: object) -> ServerProcess:
