@@ -21,6 +21,8 @@ pytest.importorskip("schemathesis")
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 10
+#: A short main run, its checkpoints evaluated on 1,000 test images: the fuzz phases need a run, not a long one.
+MAIN = {"steps": 40, "eval_samples": 1000}
 #: Every operation the served /openapi.json documents: the positive phase tests all of them but POST /api/training/runs.
 OPERATIONS = sum(
     len(set(item) & {"get", "post", "put", "patch", "delete"}) for item in CONTRACT.openapi()["paths"].values()
@@ -39,7 +41,7 @@ class AcceptsInvalidRuns(Tamper):
 def test_valid_requests_generated_from_the_served_openapi_are_served_as_documented(
     reference_server: RunningServer, tmp_path: Path
 ) -> None:
-    options = Options(base_url=reference_server.url, main_request={"steps": 40}, fuzz_examples=EXAMPLES)
+    options = Options(base_url=reference_server.url, main_request=MAIN, fuzz_examples=EXAMPLES)
     outcome = run_suite(options, out=tmp_path, patterns=["fuzz.positive"])
     assert outcome.report is not None and outcome.folder is not None, outcome.line
     check = outcome.report["checks"][0]
@@ -54,7 +56,7 @@ def test_a_server_that_accepts_invalid_runs_fails_the_negative_phase(
     reference_server: RunningServer, tmp_path: Path
 ) -> None:
     with TamperingProxy(reference_server.url, AcceptsInvalidRuns()) as proxy:
-        options = Options(base_url=proxy.url, main_request={"steps": 40}, fuzz_examples=EXAMPLES)
+        options = Options(base_url=proxy.url, main_request=MAIN, fuzz_examples=EXAMPLES)
         outcome = run_suite(options, out=tmp_path, patterns=["fuzz.negative"])
     assert outcome.report is not None and outcome.folder is not None, outcome.line
     check = outcome.report["checks"][0]

@@ -57,9 +57,12 @@ def test_every_check_passes_against_the_reference_server(verification: dict[str,
 def test_every_check_passes_behind_a_proxy_that_answers_201_for_a_created_run(
     reference_server: RunningServer, tmp_path: Path
 ) -> None:
-    # A 100-step main run: what differs here is the create answer; the default run's length is the other test's.
+    # A 100-step main run evaluated on 1,000 images: what differs here is the create answer; the default run is the
+    # other test's.
     with TamperingProxy(reference_server.url, CreatedAs201()) as proxy:
-        outcome = run_suite(Options(base_url=proxy.url, main_request={"steps": 100}), out=tmp_path)
+        outcome = run_suite(
+            Options(base_url=proxy.url, main_request={"steps": 100, "eval_samples": 1000}), out=tmp_path
+        )
     assert outcome.report is not None, outcome.line
     failed = {c["id"]: f"{c['failure']}: {c['message']}" for c in outcome.report["checks"] if c["status"] != "passed"}
     assert failed == {}
