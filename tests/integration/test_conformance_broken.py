@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conformance_harness import RunningServer
+from conformance_harness import QUICK_EVAL, RunningServer
 from tampering_proxy import (
     CannedMetrics,
     FallingLoss,
@@ -25,9 +25,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("conformance-broken")]
 
 #: A shorter main run: no check run here depends on the default length. A 100-step run streams ~17 events that carry
 #: new state within a second of running, so it passes the SSE checks untampered (the transparent proxy's test runs
-#: them too) and what fails them below is the tampering alone. (The default 1,500 steps cost ~4 CPU-s more a run.) Its
-#: five checkpoints are evaluated on 1,000 test images, not all 10,000: the module 30-31 CPU-s instead of 36-37.
-SHORT = {"steps": 100, "eval_samples": 1000}
+#: them too) and what fails them below is the tampering alone. (The default 1,500 steps cost ~4 CPU-s more a run.)
+SHORT = {"steps": 100, **QUICK_EVAL}
 
 
 def verify(server: RunningServer, tamper: Tamper, checks: list[str], tmp_path: Path, **options: Any) -> dict[str, str]:

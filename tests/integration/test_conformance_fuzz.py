@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conformance_harness import RunningServer
+from conformance_harness import QUICK_EVAL, RunningServer
 from server_harness import CONTRACT
 from tampering_proxy import Tamper, TamperingProxy
 from trainer_conformance import Options, run_suite
@@ -21,8 +21,8 @@ pytest.importorskip("schemathesis")
 pytestmark = pytest.mark.slow
 
 EXAMPLES = 10
-#: A short main run, its checkpoints evaluated on 1,000 test images: the fuzz phases need a run, not a long one.
-MAIN = {"steps": 40, "eval_samples": 1000}
+#: The fuzz phases need a run, not a long one.
+MAIN = {"steps": 40, **QUICK_EVAL}
 #: Every operation the served /openapi.json documents: the positive phase tests all of them but POST /api/training/runs.
 OPERATIONS = sum(
     len(set(item) & {"get", "post", "put", "patch", "delete"}) for item in CONTRACT.openapi()["paths"].values()

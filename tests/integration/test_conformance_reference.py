@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conformance_harness import RunningServer
+from conformance_harness import QUICK_EVAL, RunningServer
 from tampering_proxy import CreatedAs201, TamperingProxy
 from trainer_conformance import Options, run_suite
 
@@ -57,12 +57,9 @@ def test_every_check_passes_against_the_reference_server(verification: dict[str,
 def test_every_check_passes_behind_a_proxy_that_answers_201_for_a_created_run(
     reference_server: RunningServer, tmp_path: Path
 ) -> None:
-    # A 100-step main run evaluated on 1,000 images: what differs here is the create answer; the default run is the
-    # other test's.
+    # A 100-step main run: what differs here is the create answer; the default run is the other test's.
     with TamperingProxy(reference_server.url, CreatedAs201()) as proxy:
-        outcome = run_suite(
-            Options(base_url=proxy.url, main_request={"steps": 100, "eval_samples": 1000}), out=tmp_path
-        )
+        outcome = run_suite(Options(base_url=proxy.url, main_request={"steps": 100, **QUICK_EVAL}), out=tmp_path)
     assert outcome.report is not None, outcome.line
     failed = {c["id"]: f"{c['failure']}: {c['message']}" for c in outcome.report["checks"] if c["status"] != "passed"}
     assert failed == {}
