@@ -186,7 +186,7 @@ OPTIONS: tuple[Option, ...] = (
 OTHER_VARIABLES = {
     "MOCKS_DISABLED": "must be 1 (or unset): this server has no mocks and refuses any other value",
     "TRAINER_COMMIT": "commit reported in X-Commit-SHA and evidence (7-40 hex digits; default `git rev-parse HEAD`)",
-    "DEV": "tinygrad's device for the trainers (CPU here; CUDA or another where one exists)",
+    "DEV": "tinygrad's device for the trainers (CPU here; CUDA or another where one exists; unset: the probed one)",
     "CACHEDB": "tinygrad's compiled-kernel cache, shared by every trainer (default ~/.cache/tinygrad/cache.db)",
 }
 

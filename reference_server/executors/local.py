@@ -20,6 +20,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -35,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: The training function, run by this interpreter.
 DEFAULT_COMMAND = (sys.executable, "-m", "trainer_tinygrad")
+#: A device name as tinygrad's DEV takes it ("CPU", "CUDA", "CPU:LLVM"); a probe's answer of another shape is not
+#: passed on.
+_DEVICE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*(:[A-Za-z0-9_]+)*")
 _LINE_LIMIT = 4 << 20  # a `started` line carries the dataset provenance: allow a few MiB
 _PR_SET_PDEATHSIG = 1
 
@@ -251,6 +255,22 @@ class LocalExecutor:
         self.env = dict(os.environ if env is None else env)
         self.command = list(command)
         self.nice = nice
+        #: The device the last good probe found, given to trainers as DEV where the server's environment has none.
+        self.probed_device: str | None = None
+
+    def trainer_env(self) -> dict[str, str]:
+        """The server's environment, with DEV set to the probed device where it is unset.
+
+        Why: without DEV, tinygrad picks a device in each process by opening every backend it knows (~0.5 s of a
+        run's start here), and the CPU device's programs are then compiled instead of read from the step cache
+        (trainer_tinygrad.device_programs installs its cache only for DEV=CPU): a warm mlp run's first metric came
+        1.58 s after spawn without DEV against 1.01 s with DEV=CPU, 2.5 against 1.5 CPU-s (BENCHMARKS.md, 1b). The
+        probe ran the same command in the same environment on this host, so its answer is the device each trainer
+        would have chosen. A DEV the operator set is never changed.
+        """
+        if self.probed_device is None or "DEV" in self.env:
+            return self.env
+        return {**self.env, "DEV": self.probed_device}
 
     async def start(self, launch: Launch) -> TrainerProcess:
         """Start `python -m trainer_tinygrad train` for the run in its own scratch folder."""
@@ -260,7 +280,7 @@ class LocalExecutor:
             self.work_dir / launch.run_id,
             data_dir=self.data_dir,
             command=self.command,
-            env=self.env,
+            env=self.trainer_env(),
             resume=launch.resume.path.resolve() if launch.resume else None,
             nice=self.nice,
         )
@@ -283,8 +303,12 @@ class LocalExecutor:
         shutil.rmtree(self.work_dir / run_id, ignore_errors=True)
 
     async def probe(self) -> dict[str, Any]:
-        """Run the trainer command's `device` once."""
-        return await probe_device(self.command, self.env)
+        """Run the trainer command's `device` once; a device it found becomes the trainers' DEV (`trainer_env`)."""
+        result = await probe_device(self.command, self.env)
+        device = result.get("device")
+        if result.get("ok") and isinstance(device, str) and _DEVICE_NAME.fullmatch(device):
+            self.probed_device = device
+        return result
 
     async def close(self) -> None:
         """Nothing to release: trainers are stopped by their supervisors."""
