@@ -1,7 +1,11 @@
 """Benchmark 3: SSE fan-out to 1, 10, 100, 1,000 and 2,000 subscribers of one live run.
 
-All subscribers live in ONE client process: raw asyncio streams (no HTTP library per event), HTTP/1.1 with chunked
-decoding and the suite's WHATWG decoder (trainer_conformance.raw_stream, shared with scripts/load_sse.py). They
+All subscribers live in ONE client process: bare sockets read by the event loop's reader callbacks, no HTTP library
+and no coroutine per event (trainer_conformance.raw_stream.EventReceiver), HTTP/1.1 with chunked decoding and the
+suite's WHATWG decoder, whose work the subscribers share (`SharedDecoding`: a decoder fed the bytes another was fed
+in the same state takes its result). A client of a coroutine per subscription, decoding every copy (`RawEventStream`,
+as scripts/load_sse.py holds them), measured mostly itself at 1,000 subscribers on these two cores (BENCHMARKS.md,
+section 3: the same server, the two clients alternated). They
 subscribe to the live feed (`GET /api/events/training`, every run, live only) before the run is POSTed, so every
 event they see is live. Latency = arrival at the client (time.time()) minus the event's `time` (the moment the server
 recorded it), same host clock. The client shares the 2 cores with the server and the trainer: at 1,000 subscribers
@@ -30,8 +34,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from trainer_conformance.raw_stream import RawEventStream
-from trainer_conformance.sse import ServerSentEvent
+from trainer_conformance.raw_stream import EventReceiver
+from trainer_conformance.sse import ServerSentEvent, SharedDecoding
 
 from benchmarks.measurements import percentile, ratio
 from benchmarks.results import Report
@@ -72,7 +76,7 @@ THIS = "this checkout"
 
 _times: dict[str, float] = {}
 #: Each event's data parsed once: every subscriber receives the same data, and json.loads per delivery was a good part
-#: of the client's CPU at 1,000 subscribers (each subscriber's own bytes are still decoded by the WHATWG decoder).
+#: of the client's CPU at 1,000 subscribers.
 _parsed: dict[str, tuple[str, int, str, float]] = {}
 
 
@@ -88,8 +92,9 @@ def event_time(stamp: str) -> float:
 class Subscriber:
     """One SSE connection to the live feed: every event's latency, done at the first `end`."""
 
-    def __init__(self, host: str, port: int, path: str) -> None:
+    def __init__(self, host: str, port: int, path: str, shared: SharedDecoding) -> None:
         self.host, self.port, self.path = host, port, path
+        self.shared = shared
         self.runs: set[str] = set()
         self.latencies: list[float] = []
         self.arrivals: list[float] = []
@@ -102,27 +107,31 @@ class Subscriber:
         """Connect, read the response head, then take events until `end` of our run or the connection closes."""
         try:
             async with connecting:
-                stream = await RawEventStream.open(self.host, self.port, self.path)
-        except (OSError, asyncio.IncompleteReadError) as e:
+                receiver = await EventReceiver.open(self.host, self.port, self.path, self._event, shared=self.shared)
+        except OSError as e:
             self.error = f"connect: {e}"
             self.subscribed.set()
             return
         try:
-            if stream.status != 200:
-                self.error = stream.status_line
+            if receiver.status != 200:
+                self.error = receiver.status_line
                 return
             self.subscribed.set()
-            async for arrived, event in stream.events():
-                self._event(event, arrived)
-                if self.ended.is_set():
-                    return
-        except (OSError, asyncio.IncompleteReadError, ValueError) as e:
+            # Until `end` of our run, or the body ends or breaks (then its error is raised here).
+            ended: asyncio.Future[Any] = asyncio.ensure_future(self.ended.wait())
+            try:
+                await asyncio.wait({receiver.done, ended}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                ended.cancel()
+            if receiver.done.done():
+                receiver.done.result()
+        except (OSError, ValueError) as e:
             self.error = self.error or f"{type(e).__name__}: {e}"
         finally:
             self.subscribed.set()
-            await stream.close()
+            receiver.close()
 
-    def _event(self, sse: ServerSentEvent, arrived: float) -> None:
+    def _event(self, arrived: float, sse: ServerSentEvent) -> None:
         # Every event counts: the live feed carries only the one run POSTed while we listen, and its first events
         # can arrive before the POST's answer tells us its id (checked afterwards).
         parsed = _parsed.get(sse.data)
@@ -148,7 +157,8 @@ async def fan_out(url: str, n: int, request: dict[str, Any], server: ReferenceSe
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     idle = server.usage()
-    subs = [Subscriber(host, port, "/api/events/training") for _ in range(n)]
+    shared = SharedDecoding()  # every subscriber reads the same stream: each piece of it is decoded once
+    subs = [Subscriber(host, port, "/api/events/training", shared) for _ in range(n)]
     connecting = asyncio.Semaphore(CONNECTING)
     tasks = [asyncio.create_task(s.run(connecting)) for s in subs]
     await asyncio.wait_for(asyncio.gather(*(s.subscribed.wait() for s in subs)), 180)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
-from trainer_conformance.sse import ServerSentEvent, SSEComment, SSEDecoder
+from trainer_conformance.sse import ServerSentEvent, SharedDecoding, SSEComment, SSEDecoder
 
 
 def decode(*chunks: bytes) -> tuple[list[ServerSentEvent], SSEDecoder]:
@@ -166,3 +168,42 @@ def test_field_without_colon_and_event_type_resets_after_dispatch() -> None:
 def test_partial_event_at_end_of_stream_is_dropped() -> None:
     events, _ = decode(b"data: whole\n\ndata: partial\n")
     assert [e.data for e in events] == ["whole"]
+
+
+#: A stream that exercises every piece of decoder state: a BOM, comments, ids that persist and reset, retry, event
+#: types, multi-line data, CR / LF / CRLF endings and a multi-byte character.
+RICH = (
+    '\ufeff: hello\nretry: 250\n\nid: 1\nevent: metric\ndata: {"loss": 0.5}\n\ndata: a\r\ndata: b\r\n\r\n'
+    "id\rdata: caf\u00e9 \u2713\r\rretry: x\nevent: end\ndata: done\n\n: tail\n"
+).encode()
+
+
+def test_shared_decoding_gives_every_decoder_exactly_what_it_would_decode_alone() -> None:
+    shared = SharedDecoding()
+    rng = random.Random(7)
+    cuts = [sorted(rng.sample(range(1, len(RICH)), 6)) for _ in range(4)]  # four ways of splitting the same stream
+    for round_ in range(3):  # each way several times: the later decoders take the first one's decodings
+        for points in cuts:
+            pieces = [RICH[a:b] for a, b in zip([0, *points], [*points, len(RICH)], strict=True)]
+            alone, together = SSEDecoder(), SSEDecoder()
+            expected = [e for piece in pieces for e in alone.feed(piece)]
+            got = [e for piece in pieces for e in shared.feed(together, piece)]
+            assert got == expected and len(expected) == 4, (round_, points)
+            assert together.state() == alone.state() and together.comments == alone.comments
+            assert together.last_event_id == alone.last_event_id and together.retry == alone.retry == 250
+
+
+def test_shared_decoding_tells_states_apart() -> None:
+    shared = SharedDecoding()
+    fresh, mid_event = SSEDecoder(), SSEDecoder()
+    shared.feed(mid_event, b"data: first\n")  # the same next bytes complete a different event here
+    assert shared.feed(fresh, b"data: x\n\n") == [ServerSentEvent(data="x")]
+    assert shared.feed(mid_event, b"data: x\n\n") == [ServerSentEvent(data="first\nx")]
+
+
+def test_shared_decoding_is_bounded() -> None:
+    shared = SharedDecoding(limit=3)
+    decoder = SSEDecoder()
+    for i in range(10):
+        assert shared.feed(decoder, b"id: %d\ndata: %d\n\n" % (i, i)) == [ServerSentEvent(data=str(i), id=str(i))]
+    assert len(shared._done) <= 3
