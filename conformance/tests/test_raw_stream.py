@@ -159,7 +159,7 @@ def test_chunked_bodies_with_extensions_and_trailers_byte_by_byte() -> None:
     assert split.feed(b"5\r\nafter\r\n") == []  # nothing after the end
 
 
-@pytest.mark.parametrize("bad", [b"zz\r\nhello\r\n", b"5\r\nhelloXY"])
+@pytest.mark.parametrize("bad", [b"zz\r\nhello\r\n", b"5\r\nhelloXY", b"-5\r\nhello\r\n", b"0x5\r\nhello\r\n"])
 def test_a_malformed_chunk_is_an_error(bad: bytes) -> None:
     with pytest.raises(ValueError):
         ChunkedBody().feed(bad)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -107,6 +108,10 @@ def is_chunked(headers: Mapping[str, str]) -> bool:
     return "chunked" in headers.get("transfer-encoding", "").lower()
 
 
+#: A chunk size: hexadecimal digits only (no sign, no 0x, which int() would take).
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
 class ChunkedBody:
     """Incremental decoder of an HTTP/1.1 chunked body (RFC 9112 section 7.1): feed it bytes as they arrive, get
     back the chunks' data they completed. `ended` once the last chunk and the trailer section after it are read."""
@@ -124,7 +129,10 @@ class ChunkedBody:
             line_end = buffer.find(b"\r\n", at)
             if line_end < 0:
                 break
-            size = int(buffer[at:line_end].split(b";")[0].strip(), 16)
+            digits = buffer[at:line_end].split(b";")[0].strip()
+            if not _HEX.fullmatch(digits):
+                raise ValueError(f"not a chunk size: {digits[:20]!r}")
+            size = int(digits, 16)
             if size == 0:  # the last chunk: then trailer lines, ended by an empty one
                 blank = buffer.find(b"\r\n\r\n", line_end)
                 if blank < 0:
