@@ -4,6 +4,7 @@ close-delimited bodies, decoded by the WHATWG decoder."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 import httpx
 import pytest
@@ -64,19 +65,23 @@ def test_a_body_cut_inside_a_chunk_is_an_error_not_a_clean_end() -> None:
         asyncio.run(collect([BODY], chunked=True, truncate=True))
 
 
-def test_a_real_stream_from_the_scripted_server() -> None:
+def kinds_of_a_scripted_run(read: Callable[[str, int, str], Awaitable[list[str]]]) -> list[str]:
+    """A run started on the scripted server, its stream read by `read(host, port, path)`: the event types."""
     with ScriptedTarget() as target:
         run_id = httpx.post(f"{target.url}/api/training/runs", json={}).json()["run_id"]
         host, port = target.url.removeprefix("http://").split(":")
+        return asyncio.run(read(host, int(port), f"/api/events/training?run_id={run_id}"))
 
-        async def kinds() -> list[str]:
-            stream = await RawEventStream.open(host, int(port), f"/api/events/training?run_id={run_id}")
-            try:
-                return [event.event async for _, event in stream.events()]
-            finally:
-                await stream.close()
 
-        got = asyncio.run(kinds())
+def test_a_real_stream_from_the_scripted_server() -> None:
+    async def kinds(host: str, port: int, path: str) -> list[str]:
+        stream = await RawEventStream.open(host, port, path)
+        try:
+            return [event.event async for _, event in stream.events()]
+        finally:
+            await stream.close()
+
+    got = kinds_of_a_scripted_run(kinds)
     assert got[0] == "status" and got[-1] == "end" and got.count("metric") == 20
 
 
@@ -131,21 +136,16 @@ def test_the_receiver_reads_nothing_of_a_refused_subscription() -> None:
 
 
 def test_the_receiver_on_a_real_stream_from_the_scripted_server() -> None:
-    with ScriptedTarget() as target:
-        run_id = httpx.post(f"{target.url}/api/training/runs", json={}).json()["run_id"]
-        host, port = target.url.removeprefix("http://").split(":")
+    async def kinds(host: str, port: int, path: str) -> list[str]:
+        got: list[str] = []
+        receiver = await EventReceiver.open(host, port, path, lambda _, event: got.append(event.event))
+        try:
+            await receiver.done
+        finally:
+            receiver.close()
+        return got
 
-        async def kinds() -> list[str]:
-            got: list[str] = []
-            path = f"/api/events/training?run_id={run_id}"
-            receiver = await EventReceiver.open(host, int(port), path, lambda _, event: got.append(event.event))
-            try:
-                await receiver.done
-            finally:
-                receiver.close()
-            return got
-
-        got = asyncio.run(kinds())
+    got = kinds_of_a_scripted_run(kinds)
     assert got[0] == "status" and got[-1] == "end" and got.count("metric") == 20
 
 

@@ -93,8 +93,8 @@ class SSEDecoder:
     def restore(self, state: tuple[Any, ...], comments: list[str]) -> None:
         """Take `state` (from `state()`), as if the bytes that led another decoder there had been fed here, and the
         comment lines they held."""
-        text, self._pending, self._after_cr, self._started, data, self._event, self._id_buffer = state[:7]
-        self._last_event_id, self.retry = state[7:]
+        text, self._pending, self._after_cr, self._started, data, self._event, *rest = state
+        self._id_buffer, self._last_event_id, self.retry = rest
         self._text.setstate(text)
         self._data = list(data)
         self.comments.extend(comments)
@@ -151,18 +151,21 @@ class SharedDecoding:
 
     def __init__(self, limit: int = 4096) -> None:
         self.limit = limit
-        self._done: dict[tuple[tuple[Any, ...], bytes], tuple[list[ServerSentEvent | SSEComment], tuple[Any, ...]]] = {}
+        #: (state before, bytes) -> (events, comment lines, state after)
+        self._done: dict[tuple[tuple[Any, ...], bytes], tuple[list[ServerSentEvent], list[str], tuple[Any, ...]]] = {}
 
     def feed(self, decoder: SSEDecoder, chunk: bytes) -> list[ServerSentEvent]:
-        """What `decoder.feed(chunk)` returns, leaving `decoder` as that would."""
+        """What `decoder.feed(chunk)` returns (a list shared by the decoders it is given to: read it, do not change
+        it), leaving `decoder` as that would."""
         key = (decoder.state(), chunk)
         done = self._done.get(key)
-        if done is None:
-            items = decoder.feed_with_comments(chunk)
-            if len(self._done) >= self.limit:
-                self._done.clear()
-            self._done[key] = (items, decoder.state())
-        else:
-            items, after = done
-            decoder.restore(after, [item.text for item in items if isinstance(item, SSEComment)])
-        return [item for item in items if isinstance(item, ServerSentEvent)]
+        if done is not None:
+            events, comments, after = done
+            decoder.restore(after, comments)
+            return events
+        items = decoder.feed_with_comments(chunk)
+        events = [item for item in items if isinstance(item, ServerSentEvent)]
+        if len(self._done) >= self.limit:
+            self._done.clear()
+        self._done[key] = (events, [item.text for item in items if isinstance(item, SSEComment)], decoder.state())
+        return events
