@@ -1,50 +1,53 @@
-"""Fixtures of the browser tests: a Chromium per test (stopped, with a screenshot saved under build/screenshots/,
-by the fixture that started it) and a reference server whose SSE retry is short, so reconnects show within a test."""
+"""Fixtures of the browser tests: one Chromium per pytest process, a window of it in a user context of its own per test
+(closed, with a screenshot saved under build/screenshots/, by the fixture that opened it), and a reference server
+whose SSE retry is short, so reconnects show within a test."""
 
 from __future__ import annotations
 
+import contextlib
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_harness import SERVER_ARGS, Browser, installed
+from browser_harness import SERVER_ARGS, Browser, Chromium, installed
+from selenium.common.exceptions import WebDriverException
 from server_harness import REPO, ServerProcess
 
 SCREENSHOTS = REPO / "build" / "screenshots"
 
-BrowserFactory = Callable[[], Browser]
+
+@pytest.fixture(scope="session")
+def _chromium() -> Iterator[list[Chromium]]:
+    """The process's Chromium (started by the first test that asks for one, again if one stopped answering)."""
+    started: list[Chromium] = []
+    yield started
+    for chromium in started:
+        with contextlib.suppress(WebDriverException):  # one that stopped answering may be gone already
+            chromium.quit()
 
 
 @pytest.fixture
-def browsers(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BrowserFactory]:
-    """Start Chromiums for one test; each is stopped afterwards, its last page saved as a screenshot."""
+def browser(
+    request: pytest.FixtureRequest, _chromium: list[Chromium], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    """A window of its own for the test, in a fresh user context: no cookie, storage or cache of another test."""
     missing = installed()
     if missing:
         pytest.fail(
             f"{missing} not installed: `make setup` installs chromium and chromium-driver (scripts/system-deps.sh)"
         )
-    started: list[Browser] = []
-
-    def start() -> Browser:
-        index = len(started)
-        browser = Browser.start(tmp_path / f"profile-{index}", tmp_path / f"chromedriver-{index}.log")
-        started.append(browser)
-        return browser
-
-    yield start
+    if not _chromium or not _chromium[-1].alive():
+        folder = tmp_path_factory.mktemp("chromium")
+        _chromium.append(Chromium(folder / "profile", folder / "chromedriver.log"))
+    chromium = _chromium[-1]
+    browser = chromium.open()
+    yield browser
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
-    for index, browser in enumerate(started):
-        try:
-            browser.screenshot(SCREENSHOTS / f"{name}{f'-{index}' if index else ''}.png")
-        finally:
-            browser.quit()
-
-
-@pytest.fixture
-def browser(browsers: BrowserFactory) -> Browser:
-    """One Chromium for the test."""
-    return browsers()
+    try:
+        browser.screenshot(SCREENSHOTS / f"{name}.png")
+    finally:
+        chromium.close(browser)
 
 
 @pytest.fixture(scope="module")
