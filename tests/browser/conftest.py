@@ -28,10 +28,8 @@ def _chromium() -> Iterator[list[Chromium]]:
 
 
 @pytest.fixture
-def browser(
-    request: pytest.FixtureRequest, _chromium: list[Chromium], tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Browser]:
-    """A window of its own for the test, in a fresh user context: no cookie, storage or cache of another test."""
+def chromium(_chromium: list[Chromium], tmp_path_factory: pytest.TempPathFactory) -> Chromium:
+    """The process's Chromium, answering its driver."""
     missing = installed()
     if missing:
         pytest.fail(
@@ -40,7 +38,12 @@ def browser(
     if not _chromium or not _chromium[-1].alive():
         folder = tmp_path_factory.mktemp("chromium")
         _chromium.append(Chromium(folder / "profile", folder / "chromedriver.log"))
-    chromium = _chromium[-1]
+    return _chromium[-1]
+
+
+@pytest.fixture
+def browser(request: pytest.FixtureRequest, chromium: Chromium) -> Iterator[Browser]:
+    """A window of its own for the test, in a fresh user context: no cookie, storage or cache of another test."""
     browser = chromium.open()
     yield browser
     name = re.sub(r"[^A-Za-z0-9_.-]+", "-", request.node.name).strip("-")
