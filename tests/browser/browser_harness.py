@@ -63,7 +63,7 @@ class Chromium:
 
     Each test gets a `Browser` of its own: a window in a fresh WebDriver BiDi user context, which has its own cookies,
     storage and cache, as a new profile would. A Chromium start costs ~2.1 core-s and a user context ~0.6 (window,
-    page and close included; measured 2026-12-02), and `make test` opened 13 browsers.
+    page and close included; measured 2026-12-02), and each of 13 tests used to start a Chromium of its own.
     """
 
     def __init__(self, profile: Path, log: Path) -> None:
