@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PIP_QUIET := --quiet --disable-pip-version-check
 EVIDENCE_DIR ?= evidence
 export MOCKS_DISABLED ?= 1
 export DEV ?= CPU
@@ -31,11 +32,14 @@ setup: system-deps $(STAMP) datasets steps
 system-deps:
 	@bash scripts/system-deps.sh
 
-# uv installs the packages (~4 s against ~24 s with pip); pip stays in .venv for `make bench`'s PyTorch.
+# uv installs the packages (~4 s against ~24 s with pip), pip among them for `make bench`'s PyTorch. The venv is made
+# without pip and this Python's own pip puts uv into it (`pip --python`, pip 22.3 and later): a venv's ensurepip took
+# ~3 s of one core while the other waited. Where this Python's pip cannot, the venv gets its own pip first.
 $(STAMP): pyproject.toml functions/trainer-tinygrad/pyproject.toml conformance/pyproject.toml
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check "uv>=0.4"
-	$(BIN)/uv pip install --quiet --python $(BIN)/python \
+	@test -x $(BIN)/python || $(PYTHON) -m venv --without-pip $(VENV)
+	@test -x $(BIN)/uv || $(PYTHON) -m pip --python $(BIN)/python install $(PIP_QUIET) "uv>=0.4" 2>/dev/null \
+		|| { $(BIN)/python -m ensurepip --default-pip >/dev/null && $(BIN)/python -m pip install $(PIP_QUIET) "uv>=0.4"; }
+	$(BIN)/uv pip install --quiet --python $(BIN)/python pip \
 		-e ./functions/trainer-tinygrad -e '.[dev,ray]' -e ./conformance
 	@touch $@
 
@@ -68,7 +72,7 @@ test: system-deps $(STAMP) datasets
 	@scripts/test-lanes
 
 bench: setup
-	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r benchmarks/requirements.txt
+	@$(BIN)/python -m pip install $(PIP_QUIET) -r benchmarks/requirements.txt
 	@$(BIN)/python -m benchmarks
 
 lint: $(STAMP)
