@@ -16,7 +16,7 @@ from server_harness import SCRIPTED, ServerProcess, read_sse, start_run, wait_fo
 from trainer_conformance.raw_stream import RawEventStream
 from trainer_conformance.sse import SSEDecoder
 
-pytestmark = pytest.mark.xdist_group("server-fanout")
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("server-fanout")]  # ~20 s of live streams
 
 HEARTBEAT_S = 0.3
 
