@@ -29,11 +29,11 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The tests marked `slow` first, each kind in collection order.
 
-    Why: pytest-xdist hands out a group (`--dist loadgroup`) or a lone test as one unit, in this order (the `py`
-    environment turns off its own reordering, which put groups with more tests first). Sorted by count, the lone
-    tests came last, the 35-s crash-points test among them, and `make test` ended on it while the other workers
-    idled; the short tests now fill the end instead. So a test that takes more than a few seconds, training or
-    waiting, is marked `slow`: unmarked, the 20-s stream fan-out group ended the run in its place.
+    Why: pytest-xdist hands out a group (`--dist loadgroup`) or a lone test as one unit, in this order where its own
+    reordering is off (the `py` environment). That reordering put groups with more tests first, so the lone tests
+    came last, the 35-s crash-points test among them, and `make test` ended on it while the other workers idled; now
+    short tests fill the end. A test of more than a few seconds, training or waiting, is therefore marked `slow`:
+    unmarked, the 20-s stream fan-out group ended the run instead.
     """
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
