@@ -10,6 +10,7 @@ import re
 import shlex
 import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -57,6 +58,43 @@ def test_make_serve_passes_a_flag_only_for_a_variable_on_its_command_line(
     args: list[str], env: dict[str, str], flags: list[str]
 ) -> None:
     assert serve_flags(args, make_env(**env)) == flags
+
+
+def venv_python(system_python: str, args: tuple[str, ...] = (), env: dict[str, str] | None = None) -> str:
+    """The interpreter `make setup` would make .venv with, given the Makefile's SYSTEM_PYTHON."""
+    rule = "print-python: ; @echo $(PYTHON)"
+    env = {k: v for k, v in make_env().items() if k != "PYTHON"} | (env or {})
+    done = subprocess.run(
+        ["make", "-s", f"SYSTEM_PYTHON={system_python}", *args, "--eval", rule, "print-python"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=60, check=True,
+    )  # fmt: skip
+    return done.stdout.strip()
+
+
+def test_the_venv_is_made_with_the_system_python_when_it_is_recent_and_can_bootstrap_pip(tmp_path: Path) -> None:
+    def interpreter(name: str, version: tuple[int, int], has: tuple[str, ...] = ("pip", "ensurepip")) -> str:
+        """This Python as the Makefile's `-c` check sees it: reporting `version`, of pip and ensurepip only `has`."""
+        preamble = (
+            f"import sys, importlib.util as u; sys.version_info = {version!r}; real = u.find_spec; "
+            f"u.find_spec = lambda n, *a: (n in {has!r} or None) if n in ('pip', 'ensurepip') else real(n, *a); "
+            "exec(sys.argv[1])"
+        )
+        script = tmp_path / name
+        script.write_text(
+            f'#!/bin/sh\n[ "$1" = -c ] && exec {sys.executable} -c {shlex.quote(preamble)} "$2"\nexit 2\n'
+        )
+        script.chmod(0o755)
+        return str(script)
+
+    good = interpreter("good", (3, 11))
+    assert venv_python(good) == good
+    assert venv_python(interpreter("ensurepip-only", (3, 13), ("ensurepip",))) == str(tmp_path / "ensurepip-only")
+    assert venv_python(interpreter("pip-only", (3, 11), ("pip",))) == str(tmp_path / "pip-only")
+    assert venv_python(interpreter("old", (3, 10))) == "python3"
+    assert venv_python(interpreter("bare", (3, 12), ())) == "python3"  # can put no pip into a venv
+    assert venv_python(str(tmp_path / "missing")) == "python3"
+    assert venv_python(good, ("PYTHON=python3.12",)) == "python3.12"  # make's command line
+    assert venv_python(good, env={"PYTHON": "/opt/python3"}) == "/opt/python3"  # the environment
 
 
 def started_server_url(proc: subprocess.Popen[str], timeout: float = 90.0) -> str:
