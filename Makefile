@@ -4,7 +4,7 @@ SHELL := /bin/bash
 # The interpreter of .venv, and so of tox's environments: the system's own /usr/bin/python3 when it is 3.11 or newer
 # and can put pip into a venv, else the first python3 on PATH; `make setup PYTHON=python3.12` picks another. A
 # distribution builds its interpreter with PGO and LTO (Debian's changelog: "Enable LTO/PGO builds"); pyenv's default
-# build, first on this machine's PATH, has neither: `make test` took 273-274 s and 522 busy core-seconds on
+# build, first on this machine's PATH, has neither: `make test` took 273-294 s and 522-562 busy core-seconds on
 # Debian's, against 302-323 s and 580-623 on pyenv's (fresh clones, alternated, BENCHMARKS.md section 7). A venv
 # keeps the interpreter it was made with: `rm -rf .venv` to change it.
 SYSTEM_PYTHON := /usr/bin/python3

@@ -1,6 +1,7 @@
-"""The Makefile as the README describes it: `make help` names every target, `make serve` passes a flag only for a
-variable given on make's command line, so that the server's own TRAINER_* variables work under it, and `make test`'s
-two lanes (scripts/test-lanes, run here against a stub tox) keep their priorities and fail when either lane fails."""
+"""The Makefile as the README describes it: `make help` names every target, `make setup` makes the venv with the
+interpreter the README says, `make serve` passes a flag only for a variable given on make's command line, so that the
+server's own TRAINER_* variables work under it, and `make test`'s two lanes (scripts/test-lanes, run here against a
+stub tox) keep their priorities and fail when either lane fails."""
 
 from __future__ import annotations
 
