@@ -3,16 +3,13 @@
 SHELL := /bin/bash
 # The interpreter of .venv, and so of tox's environments: the system's own /usr/bin/python3 when it is 3.11 or newer
 # and can put pip into a venv, else the first python3 on PATH; `make setup PYTHON=python3.12` picks another. A
-# distribution builds its interpreter with PGO and LTO (Debian's changelog: "Enable LTO/PGO builds"); pyenv's default
-# build, first on this machine's PATH, has neither: `make test` took 273-294 s and 522-562 busy core-seconds on
-# Debian's, against 302-323 s and 580-623 on pyenv's (fresh clones, alternated, BENCHMARKS.md section 7). A venv
-# keeps the interpreter it was made with: `rm -rf .venv` to change it.
+# distribution builds its interpreter with PGO and LTO, pyenv's default build (first on this machine's PATH) neither:
+# `make test` ~10% faster on Debian's (BENCHMARKS.md section 7, session 18). Recursive, so the check runs only when
+# the venv is made; a venv keeps the interpreter it was made with (`rm -rf .venv` to change it).
 SYSTEM_PYTHON := /usr/bin/python3
-ifeq ($(origin PYTHON),undefined)
-PYTHON := $(shell $(SYSTEM_PYTHON) -c 'import sys, importlib.util as u; \
+PYTHON ?= $(shell $(SYSTEM_PYTHON) -c 'import sys, importlib.util as u; \
 	sys.exit(sys.version_info < (3, 11) or not (u.find_spec("pip") or u.find_spec("ensurepip")))' 2>/dev/null \
 	&& echo $(SYSTEM_PYTHON) || echo python3)
-endif
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
